@@ -10,6 +10,7 @@ trio tasks a child spawns inherit it and no call site has to pass it.
 
 from __future__ import annotations
 
+import ast
 import contextvars
 import json
 import logging
@@ -23,8 +24,8 @@ __all__ = ["SUBSYSTEM", "JsonFormatter", "LogfmtFormatter", "bind_subsystem", "p
 
 SUBSYSTEM: contextvars.ContextVar[str] = contextvars.ContextVar("appliance_subsystem", default="main")
 
-# An event name, then key=value pairs; values are bare words or double-quoted strings.
-_PAIR = re.compile(r'([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|\S*)')
+# An event name, then key=value pairs; values are bare words, or quoted as by json.dumps or %r.
+_PAIR = re.compile(r"""([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|\S*)""")
 _BARE = re.compile(r"^[^\s\"=]+$")
 
 
@@ -50,8 +51,8 @@ def parse_event(message: str) -> tuple[str, dict[str, str]]:
         if rest[pos : m.start()].strip():
             return message, {}
         value = m.group(2)
-        if value.startswith('"'):
-            value = json.loads(value) if _is_json_string(value) else value[1:-1]
+        if value[:1] in ("'", '"'):
+            value = _unquote(value)
         pairs[m.group(1)] = value
         pos = m.end()
     if rest[pos:].strip():
@@ -59,12 +60,12 @@ def parse_event(message: str) -> tuple[str, dict[str, str]]:
     return head, pairs
 
 
-def _is_json_string(value: str) -> bool:
+def _unquote(value: str) -> str:
     try:
-        json.loads(value)
-    except ValueError:
-        return False
-    return True
+        out = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value[1:-1]
+    return out if isinstance(out, str) else value[1:-1]
 
 
 def _quote(value: object) -> str:

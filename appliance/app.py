@@ -1,0 +1,199 @@
+"""The running appliance: the Bus registry, the route registry, the root supervisor and signal handling.
+
+Each root child declares the config sections it reads. On SIGHUP the config is read again; children
+whose sections changed are restarted with the new config, all others keep running untouched (their
+connections and media are not disturbed). A bad config on reload is logged and the old one kept.
+SIGTERM/SIGINT stop the children in reverse start order within their shutdown timeouts, then exit 0.
+If a critical child exhausts its restart intensity the root supervisor escalates: everything stops,
+the watchdog has already stopped petting, and we exit non-zero so systemd restarts the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from appliance import __version__
+from appliance import log as applog
+from appliance.bus import BusRegistry
+from appliance.config import Config, ConfigError, changed_sections, load_file
+from appliance.supervisor import Backoff, ChildSpec, Supervisor, SupervisorEscalation, SupervisorSnapshot
+from appliance.watchdog import run_watchdog
+from appliance.web import RouteRegistry, create_app, serve_web
+
+__all__ = ["EXIT_ESCALATED", "Appliance", "ChildDef"]
+
+log = logging.getLogger("appliance.app")
+
+EXIT_ESCALATED = 70  # EX_SOFTWARE: a critical subsystem kept failing; systemd restarts us
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildDef:
+    """A root child: the config sections it reads and how to build its spec from a config."""
+
+    name: str
+    sections: frozenset[str]
+    build: Callable[[Config], ChildSpec]
+
+
+class Appliance:
+    """One appliance process. Construct, then ``await run()``; returns the process exit code."""
+
+    def __init__(self, cfg: Config, *, config_path: Path | None = None, overrides: Sequence[str] = ()) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.overrides = tuple(overrides)
+        self.version = __version__
+        self.device_name = cfg.device.display_name()
+        self.buses = BusRegistry()
+        self.routes = RouteRegistry()
+        self.web_app = create_app(self)
+        self._started = time.monotonic()
+        self.state_dir = cfg.state.path
+        self.children: list[ChildDef] = [
+            ChildDef(name="web", sections=frozenset({"web"}), build=self._web_spec),
+            ChildDef(name="watchdog", sections=frozenset(), build=self._watchdog_spec),
+        ]
+        s = cfg.supervisor
+        self.root = Supervisor(
+            "root",
+            [c.build(cfg) for c in self.children],
+            max_restarts=s.max_restarts,
+            max_seconds=s.window_s,
+            backoff=Backoff(initial_s=s.backoff_initial_s, max_s=s.backoff_max_s, reset_after_s=s.stable_after_s),
+        )
+        self._reload_lock = trio.Lock()
+
+    # -- child specs ---------------------------------------------------------------------------
+
+    def _web_spec(self, cfg: Config) -> ChildSpec:
+        return ChildSpec(
+            name="web",
+            factory=partial(serve_web, self.web_app, cfg.web.listen),
+            critical=True,
+            grace_s=cfg.supervisor.critical_grace_s,
+            shutdown_s=cfg.supervisor.shutdown_s,
+        )
+
+    def _watchdog_spec(self, cfg: Config) -> ChildSpec:
+        return ChildSpec(
+            name="watchdog",
+            factory=partial(run_watchdog, self.snapshot),
+            shutdown_s=1.0,
+        )
+
+    # -- what the web app reads (web.app.StatusSource) -----------------------------------------
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self._started
+
+    def snapshot(self) -> SupervisorSnapshot:
+        return self.root.snapshot()
+
+    def status_extra(self) -> Mapping[str, Any]:
+        return {
+            "state_dir": str(self.state_dir),
+            "capture_source": self.cfg.capture.effective_source,
+            "config": self.cfg.to_dict(),
+            "buses": [jsonable(b) for b in self.buses.snapshot()],
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (exit 0) or escalation (EXIT_ESCALATED)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log.info(
+            "appliance.starting version=%s device=%s state_dir=%s config=%s",
+            self.version,
+            _q(self.device_name),
+            _q(str(self.state_dir)),
+            _q(str(self.config_path) if self.config_path else "defaults"),
+        )
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.root.run)
+                    log.info("appliance.started status=%s", _q(self._summary()))
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            nursery.start_soon(self.reload)
+                            continue
+                        log.info("appliance.stopping signal=%s", signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                        break
+            except* SupervisorEscalation as group:
+                for exc in group.exceptions:
+                    log.critical("appliance.escalated reason=%s", _q(str(exc)))
+                return EXIT_ESCALATED
+        log.info("appliance.stopped uptime_s=%.1f", self.uptime_s())
+        return 0
+
+    async def reload(self) -> None:
+        """Re-read the config; restart only the children whose sections changed."""
+        async with self._reload_lock:
+            try:
+                new = load_file(self.config_path, self.overrides)
+            except ConfigError as e:
+                log.error("config.reload_failed error=%s keeping=%s", _q(str(e)), "previous")
+                return
+            changed = changed_sections(self.cfg, new)
+            if not changed:
+                log.info("config.reloaded changed=none")
+                return
+            log.info("config.reloaded changed=%s", ",".join(sorted(changed)))
+            old, self.cfg = self.cfg, new
+            self.device_name = new.device.display_name()
+            if "log" in changed:
+                applog.setup(new.log.format, new.log.level)
+            for section in sorted(changed & _NEEDS_PROCESS_RESTART):
+                log.warning("config.needs_restart section=%s reason=%s", section, _q("applies at next start"))
+            for child in self.children:
+                if child.sections & changed:
+                    log.info("config.restart_child child=%s", child.name)
+                    await self.root.restart_child(child.name, child.build(new))
+            del old
+
+    def _summary(self) -> str:
+        snap = self.snapshot()
+        return "healthy" if snap.healthy else "unhealthy: " + ",".join(snap.failing())
+
+
+# Sections read once at process start.
+_NEEDS_PROCESS_RESTART = frozenset({"supervisor", "state"})
+
+
+def _q(text: str) -> str:
+    """Quote a log value that may hold spaces (logfmt)."""
+    return text if text and " " not in text and '"' not in text else '"' + text.replace('"', '\\"') + '"'
+
+
+def jsonable(obj: object) -> Any:
+    """Frozen dataclasses, enums, paths and tuples -> JSON-ready values."""
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.name.lower()
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

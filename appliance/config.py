@@ -1,0 +1,401 @@
+"""Configuration: TOML into frozen dataclasses, with strict validation and defaults that run anywhere.
+
+Every key is optional. In the TOML file units live in the values (``"5s"``, ``"500MB"``, ``"2Mbit"``);
+in code the parsed fields carry their unit in their name (``backoff_max_s``, ``max_bytes``). A bad value
+or an unknown key raises :class:`ConfigError` whose message names the key, the value and what was
+expected, with a "did you mean" hint for misspelt keys.
+
+Adding a key: add a field to its section made with :func:`setting` (the TOML name, a parser and the
+default). Adding a section: a frozen dataclass of such fields, then a field of :class:`Config` made
+with :func:`section`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = [
+    "DEFAULT_PATH",
+    "Address",
+    "CaptureConfig",
+    "Config",
+    "ConfigError",
+    "DeviceConfig",
+    "LogConfig",
+    "RtmpConfig",
+    "StateConfig",
+    "SupervisorConfig",
+    "WebConfig",
+    "changed_sections",
+    "default_state_dir",
+    "load",
+    "load_file",
+    "parse_duration",
+    "parse_rate",
+    "parse_size",
+]
+
+DEFAULT_PATH = Path("/etc/appliance/appliance.toml")
+
+T = TypeVar("T")
+Parser = Callable[[object], Any]
+
+
+class ConfigError(ValueError):
+    """A config file or override that can't be used; the message names the key and the problem."""
+
+
+class _Invalid(ValueError):
+    """Raised by parsers with just "what was expected"; the loader adds the key and value."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Value parsers. Each takes the raw TOML value and returns the parsed value or raises _Invalid.
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_SIZE_UNITS = {
+    "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+}  # fmt: skip
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)\s*$", re.IGNORECASE)
+_RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?bit)(?:/s|ps)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(value: object) -> float:
+    """``"5s"``, ``"200ms"``, ``"2m"``, ``"1h"``, ``"1d"`` -> seconds. Bare numbers are refused: say the unit."""
+    if isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise _Invalid('want a duration with a unit, like "5s", "200ms", "2m" or "1h"')
+
+
+def parse_size(value: object) -> int:
+    """``"500MB"``, ``"2GiB"``, ``"64KB"`` -> bytes (KB/MB/GB are powers of 10, KiB/MiB/GiB of 2)."""
+    if isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        unit = m.group(2).upper()
+        return int(float(m.group(1)) * _SIZE_UNITS[unit])
+    raise _Invalid('want a size with a unit, like "500MB", "2GiB" or "64KB"')
+
+
+def parse_rate(value: object) -> int:
+    """``"2Mbit"``, ``"500kbit"`` -> bits per second."""
+    if isinstance(value, str) and (m := _RATE_RE.match(value)):
+        return int(float(m.group(1)) * _RATE_UNITS[m.group(2).lower()])
+    raise _Invalid('want a bit rate with a unit, like "2Mbit" or "500kbit"')
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A ``host:port`` listen or connect address; IPv6 hosts are written in brackets (``[::1]:8080``)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(value: object) -> Address:
+    want = 'want "host:port", like "0.0.0.0:1935" or "[::1]:8080", with port 0-65535'
+    if not isinstance(value, str):
+        raise _Invalid(want)
+    m = re.match(r"^\[([0-9A-Fa-f:.]+)\]:(\d+)$", value) or re.match(r"^([^:\[\]\s]+):(\d+)$", value)
+    if not m:
+        raise _Invalid(want)
+    host, port = m.group(1), int(m.group(2))
+    if port > 65535:
+        raise _Invalid(want)
+    if value.startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _Invalid(want) from None
+    elif not re.match(r"^[A-Za-z0-9.\-]+$", host):
+        raise _Invalid(want)
+    return Address(host, port)
+
+
+def parse_path(value: object) -> Path:
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise _Invalid("want a file system path")
+    return Path(value)
+
+
+def parse_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("want a string")
+    return value
+
+
+def parse_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("want true or false")
+    return value
+
+
+def choice(*options: str) -> Parser:
+    def parse(value: object) -> str:
+        if value not in options:
+            raise _Invalid("want one of " + ", ".join(f'"{o}"' for o in options))
+        return str(value)
+
+    return parse
+
+
+def integer(lo: int, hi: int) -> Parser:
+    def parse(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise _Invalid(f"want an integer from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def positive(parser: Parser) -> Parser:
+    def parse(value: object) -> Any:
+        parsed = parser(value)
+        if parsed <= 0:
+            raise _Invalid("want a value above zero")
+        return parsed
+
+    return parse
+
+
+def setting(key: str, parse: Parser, default: Any = None, doc: str = "") -> Any:
+    """A config field: its TOML key, the parser of its raw value, its default and a one-line doc."""
+    return field(default=default, metadata={"key": key, "parse": parse, "doc": doc})
+
+
+def section(cls: Callable[[], T], doc: str = "") -> Any:
+    return field(default_factory=cls, metadata={"section": True, "doc": doc})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sections.
+
+
+def default_state_dir() -> Path:
+    """/var/lib/appliance when we may write there (the device), else ./var (a laptop checkout)."""
+    system = Path("/var/lib/appliance")
+    probe = system if system.exists() else system.parent
+    if os.access(probe, os.W_OK | os.X_OK):
+        return system
+    return Path("var").absolute()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeviceConfig:
+    name: str = setting("name", parse_str, "", "device name shown on the status page (default: hostname)")
+
+    def display_name(self) -> str:
+        return self.name or socket.gethostname()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RtmpConfig:
+    listen: Address = setting("listen", parse_address, Address("0.0.0.0", 1935), "RTMP server address")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebConfig:
+    listen: Address = setting("listen", parse_address, Address("0.0.0.0", 8080), "status page, API, metrics")
+
+
+CAPTURE_SOURCES = ("auto", "v4l2", "rpicam", "synthetic", "file", "none")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CaptureConfig:
+    source: str = setting("source", choice(*CAPTURE_SOURCES), "auto", "camera source")
+
+    @property
+    def effective_source(self) -> str:
+        # Until device discovery lands (capture issue), "auto" means the synthetic camera.
+        return "synthetic" if self.source == "auto" else self.source
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StateConfig:
+    dir: Path | None = setting("dir", parse_path, None, "state and recordings (default /var/lib/appliance or ./var)")
+
+    @property
+    def path(self) -> Path:
+        return self.dir if self.dir is not None else default_state_dir()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LogConfig:
+    format: str = setting("format", choice("auto", "logfmt", "json"), "auto", "auto: JSON under journald")
+    level: str = setting("level", choice("debug", "info", "warning", "error"), "info")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SupervisorConfig:
+    max_restarts: int = setting(
+        "max_restarts", integer(1, 1000), 5, "restarts of a critical child in `window` before giving up"
+    )
+    window_s: float = setting("window", positive(parse_duration), 60.0)
+    backoff_initial_s: float = setting("backoff_initial", positive(parse_duration), 0.5)
+    backoff_max_s: float = setting("backoff_max", positive(parse_duration), 30.0)
+    stable_after_s: float = setting(
+        "stable_after", positive(parse_duration), 60.0, "run time after which backoff resets"
+    )
+    critical_grace_s: float = setting(
+        "critical_grace", parse_duration, 10.0, "how long a critical child may be down before health fails"
+    )
+    shutdown_s: float = setting("shutdown_timeout", positive(parse_duration), 10.0, "per child, on stop")
+
+    def __post_init__(self) -> None:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ConfigError(
+                f"supervisor.backoff_max={_fmt_s(self.backoff_max_s)!r}: "
+                f"want at least supervisor.backoff_initial ({_fmt_s(self.backoff_initial_s)})"
+            )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Config:
+    device: DeviceConfig = section(DeviceConfig)
+    rtmp: RtmpConfig = section(RtmpConfig)
+    web: WebConfig = section(WebConfig)
+    capture: CaptureConfig = section(CaptureConfig)
+    state: StateConfig = section(StateConfig)
+    log: LogConfig = section(LogConfig)
+    supervisor: SupervisorConfig = section(SupervisorConfig)
+
+    def to_dict(self) -> dict[str, dict[str, object]]:
+        """The effective config in TOML terms (units back in the values), for `/api/status`."""
+        out: dict[str, dict[str, object]] = {}
+        for sec in dataclasses.fields(self):
+            obj = getattr(self, sec.name)
+            out[sec.name] = {f.metadata["key"]: _render(getattr(obj, f.name), f) for f in dataclasses.fields(obj)}
+        return out
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def _render(value: object, f: dataclasses.Field[Any]) -> object:
+    if f.name.endswith("_s") and isinstance(value, float):
+        return _fmt_s(value)
+    if isinstance(value, Address | Path):
+        return str(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading.
+
+
+def _hint(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build_section(cls: type[T], name: str, raw: object) -> T:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{name}]={raw!r}: want a table of settings")
+    fields = {f.metadata["key"]: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        f = fields.get(key)
+        if f is None:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{name}.{key}: unknown key{_hint(key, list(fields))}; known keys: {known}")
+        try:
+            kwargs[f.name] = f.metadata["parse"](value)
+        except _Invalid as e:
+            raise ConfigError(f"{name}.{key}={value!r}: {e}") from None
+    return cls(**kwargs)
+
+
+def load(raw: Mapping[str, object]) -> Config:
+    """Build a :class:`Config` from parsed TOML.
+
+    Raises:
+        ConfigError: naming the first bad key, its value and what was expected.
+    """
+    sections = _section_classes()
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        cls = sections.get(name)
+        if cls is None:
+            hint = _hint(name, list(sections))
+            raise ConfigError(f"[{name}]: unknown section{hint}; known sections: {', '.join(sections)}")
+        kwargs[name] = _build_section(cls, name, value)
+    return Config(**kwargs)
+
+
+def _section_classes() -> dict[str, type[Any]]:
+    defaults = Config()
+    return {f.name: type(getattr(defaults, f.name)) for f in dataclasses.fields(Config)}
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """``"rtmp.listen=127.0.0.1:1935"`` -> (section, key, value).
+
+    The value is read as a TOML value when it is one (``true``, ``5``, ``"quoted"``), else taken as a
+    bare string, so ``--set web.listen=127.0.0.1:0`` needs no quotes.
+    """
+    lhs, eq, rhs = text.partition("=")
+    sec, dot, key = lhs.strip().partition(".")
+    if not eq or not dot or not sec or not key:
+        raise ConfigError(f"--set {text!r}: want section.key=value, like rtmp.listen=0.0.0.0:1935")
+    try:
+        value: object = tomllib.loads(f"v = {rhs}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = rhs.strip()
+    return sec, key, value
+
+
+def load_file(path: Path | None, overrides: Sequence[str] = ()) -> Config:
+    """Read a TOML file (None: defaults only), apply ``--set`` overrides, validate.
+
+    Raises:
+        ConfigError: unreadable file, TOML syntax error, or a bad key or value.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for text in overrides:
+        sec, key, value = parse_override(text)
+        table = raw.setdefault(sec, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{sec}]={table!r}: want a table of settings")
+        table[key] = value
+    return load(raw)
+
+
+def changed_sections(old: Config, new: Config) -> set[str]:
+    """Names of the sections whose values differ (drives what a SIGHUP reload restarts)."""
+    return {f.name for f in dataclasses.fields(Config) if getattr(old, f.name) != getattr(new, f.name)}
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(key, default, doc) for every setting, for the README and `appliance check-config --list`."""
+    rows = []
+    defaults = Config()
+    for sec in dataclasses.fields(Config):
+        obj = getattr(defaults, sec.name)
+        for f in dataclasses.fields(obj):
+            default = _render(getattr(obj, f.name), f)
+            rows.append((f"{sec.name}.{f.metadata['key']}", repr(default), f.metadata.get("doc", "")))
+    return rows

@@ -1,0 +1,1 @@
+"""Board, camera and peripheral discovery (grown by the capture and hardware issues)."""

@@ -1,0 +1,98 @@
+"""The ASGI app: the web child's own endpoints plus whatever subsystems registered.
+
+``GET /api/health``: 200 ``{"status": "ok"}`` while the supervision tree is healthy (non-critical
+children that are down are listed under ``"degraded"``), 503 with the failing critical children
+otherwise, or while the appliance is still starting.
+``GET /api/status``: version, uptime, device, the supervisor snapshot and the effective config.
+Errors are RFC 9457 problem documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from appliance.supervisor import SupervisorSnapshot
+from appliance.web.routes import RouteRegistry
+
+__all__ = ["StatusSource", "create_app", "problem"]
+
+
+class StatusSource(Protocol):
+    """What the web app reads from the running appliance (appliance.app.Appliance provides it)."""
+
+    version: str
+    device_name: str
+    routes: RouteRegistry
+
+    def uptime_s(self) -> float: ...
+    def snapshot(self) -> SupervisorSnapshot: ...
+    def status_extra(self) -> Mapping[str, Any]: ...
+
+
+def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResponse:
+    """An RFC 9457 problem document."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def create_app(source: StatusSource) -> Starlette:
+    """Build the app; registry routes are looked up per request, so they may change while serving."""
+
+    async def health(request: Request) -> Response:
+        snap = source.snapshot()
+        degraded = [c.name for c in snap.children if c.degraded and not c.critical]
+        if snap.healthy and snap.all_ready():
+            body: dict[str, Any] = {"status": "ok"}
+            if degraded:
+                body["degraded"] = degraded
+            return JSONResponse(body)
+        if snap.escalated:
+            state, failing = "failed", [snap.escalated]
+        elif not snap.all_ready():
+            state, failing = "starting", [c.name for c in snap.children if c.critical and not c.ready]
+        else:
+            state, failing = "unhealthy", snap.failing()
+        return JSONResponse({"status": state, "failing": failing, "degraded": degraded}, status_code=503)
+
+    async def status(request: Request) -> Response:
+        snap = source.snapshot()
+        body: dict[str, Any] = {
+            "version": source.version,
+            "device": source.device_name,
+            "uptime_s": round(source.uptime_s(), 3),
+            "healthy": snap.healthy,
+            "supervisor": snap.to_dict(),
+            "routes": source.routes.describe(),
+        }
+        body.update(source.status_extra())
+        return JSONResponse(body)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return problem(exc.status_code, _TITLES.get(exc.status_code, "Error"), str(exc.detail or ""))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return problem(500, "Internal Server Error", f"{type(exc).__name__} while serving {request.url.path}")
+
+    handlers: dict[Any, Callable[..., Any]] = {HTTPException: http_error, 500: server_error}
+    return Starlette(
+        routes=[
+            Route("/api/health", health, methods=["GET"]),
+            Route("/api/status", status, methods=["GET"]),
+            Mount("", app=source.routes.router),
+        ],
+        exception_handlers=handlers,
+    )
+
+
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}

@@ -1,0 +1,29 @@
+"""Finding the real peers tests talk to. A missing peer skips locally and FAILS in CI.
+
+CI sets APPLIANCE_REQUIRE_PEERS=1 after scripts/install-test-deps has installed every peer, so a peer
+that is missing there is a broken install, not a reason to pass quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+__all__ = ["peers_required", "require_command"]
+
+
+def peers_required() -> bool:
+    return os.environ.get("APPLIANCE_REQUIRE_PEERS") == "1"
+
+
+def require_command(name: str) -> str:
+    """Path of executable ``name``; skip the test (fail under APPLIANCE_REQUIRE_PEERS=1) when absent."""
+    path = shutil.which(name)
+    if path:
+        return path
+    msg = f"peer {name!r} is not installed (scripts/install-test-deps installs it)"
+    if peers_required():
+        pytest.fail(msg + " and APPLIANCE_REQUIRE_PEERS=1")
+    pytest.skip(msg)

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from appliance import config as c
+from appliance.config import Address, Config, ConfigError, load, load_file
+
+
+def test_defaults_need_no_file() -> None:
+    cfg = load_file(None)
+    assert cfg == Config()
+    assert cfg.rtmp.listen == Address("0.0.0.0", 1935)
+    assert cfg.web.listen == Address("0.0.0.0", 8080)
+    assert cfg.capture.source == "auto"
+    assert cfg.capture.effective_source == "synthetic"
+    assert cfg.state.dir is None
+
+
+def test_config_is_frozen() -> None:
+    cfg = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.web = c.WebConfig()  # type: ignore[misc]
+
+
+def test_full_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text(
+        """
+[rtmp]
+listen = "127.0.0.1:19350"
+[web]
+listen = "[::1]:8081"
+[capture]
+source = "none"
+[state]
+dir = "/srv/appliance"
+[log]
+format = "json"
+level = "debug"
+[supervisor]
+max_restarts = 3
+window = "2m"
+backoff_initial = "200ms"
+backoff_max = "1m"
+critical_grace = "3s"
+shutdown_timeout = "5s"
+"""
+    )
+    cfg = load_file(path)
+    assert cfg.rtmp.listen == Address("127.0.0.1", 19350)
+    assert cfg.web.listen == Address("::1", 8081)
+    assert str(cfg.web.listen) == "[::1]:8081"
+    assert cfg.capture.effective_source == "none"
+    assert cfg.state.path == Path("/srv/appliance")
+    assert cfg.log.format == "json"
+    s = cfg.supervisor
+    assert (s.max_restarts, s.window_s, s.backoff_initial_s, s.backoff_max_s) == (3, 120.0, 0.2, 60.0)
+    assert (s.critical_grace_s, s.shutdown_s) == (3.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("web.lisen=1.2.3.4:80", "web.lisen: unknown key (did you mean 'listen'?)"),
+        ("rtmpp.listen=1.2.3.4:80", "[rtmpp]: unknown section (did you mean 'rtmp'?)"),
+        ("web.listen=localhost", "web.listen='localhost': want \"host:port\""),
+        ("web.listen=1.2.3.4:70000", "web.listen='1.2.3.4:70000': want \"host:port\""),
+        ("web.listen=[nothex]:80", "web.listen='[nothex]:80'"),
+        ("supervisor.window=5", "supervisor.window=5: want a duration with a unit"),
+        ("supervisor.window=0s", "supervisor.window='0s': want a value above zero"),
+        ("supervisor.max_restarts=0", "supervisor.max_restarts=0: want an integer from 1 to 1000"),
+        ("supervisor.max_restarts=true", "supervisor.max_restarts=True: want an integer"),
+        ("capture.source=usb", "capture.source='usb': want one of \"auto\", \"v4l2\""),
+        ("log.format=xml", "log.format='xml': want one of"),
+        ("supervisor.backoff_max=100ms", "supervisor.backoff_max='100ms': want at least supervisor.backoff_initial"),
+    ],
+)
+def test_bad_values_name_key_value_and_expectation(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_file(None, [override])
+    assert message in str(info.value)
+
+
+def test_overrides_apply_over_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text('[web]\nlisten = "127.0.0.1:1"\n')
+    cfg = load_file(path, ["web.listen=127.0.0.1:0", 'device.name="north gate"', "supervisor.max_restarts=9"])
+    assert cfg.web.listen == Address("127.0.0.1", 0)
+    assert cfg.device.name == "north gate"
+    assert cfg.supervisor.max_restarts == 9
+
+
+@pytest.mark.parametrize("bad", ["nodot=1", "web.listen", ".x=1", "web.=1"])
+def test_malformed_override(bad: str) -> None:
+    with pytest.raises(ConfigError, match="want section.key=value"):
+        load_file(None, [bad])
+
+
+def test_syntax_error_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[web\nlisten=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_file(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_file(tmp_path / "missing.toml")
+
+
+def test_section_must_be_table() -> None:
+    with pytest.raises(ConfigError, match=r"\[web\]=1: want a table"):
+        load({"web": 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("5s", 5.0), ("200ms", 0.2), ("2m", 120.0), ("1h", 3600.0), ("1.5s", 1.5), ("1d", 86400.0)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert c.parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("500MB", 500_000_000), ("2GiB", 2 * 2**30), ("64KB", 64_000), ("10B", 10), ("1kib", 1024)]
+)
+def test_sizes(text: str, size: int) -> None:
+    assert c.parse_size(text) == size
+
+
+@pytest.mark.parametrize(("text", "bps"), [("2Mbit", 2_000_000), ("500kbit", 500_000), ("1.5Mbit/s", 1_500_000)])
+def test_rates(text: str, bps: int) -> None:
+    assert c.parse_rate(text) == bps
+
+
+@pytest.mark.parametrize("bad", ["5", 5, "5 parsecs", "", "MB", "-1s"])
+def test_bad_units(bad: object) -> None:
+    for parser in (c.parse_duration, c.parse_size, c.parse_rate):
+        with pytest.raises(ValueError):
+            parser(bad)
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(["ms", "s", "m", "h"]))
+def test_duration_round_trip(n: int, unit: str) -> None:
+    seconds = c.parse_duration(f"{n}{unit}")
+    assert seconds == pytest.approx(n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit])
+
+
+@given(st.text(max_size=30))
+def test_address_parser_never_crashes(text: str) -> None:
+    try:
+        addr = c.parse_address(text)
+    except ValueError:
+        return
+    assert 0 <= addr.port <= 65535
+    assert c.parse_address(str(addr)) == addr
+
+
+def test_changed_sections() -> None:
+    a = load_file(None)
+    b = load_file(None, ["web.listen=127.0.0.1:0", "log.level=debug"])
+    assert c.changed_sections(a, b) == {"web", "log"}
+    assert c.changed_sections(a, a) == set()
+
+
+def test_to_dict_uses_toml_names_and_units() -> None:
+    d = load_file(None, ["supervisor.backoff_initial=250ms"]).to_dict()
+    assert d["supervisor"]["backoff_initial"] == "250ms"
+    assert d["supervisor"]["window"] == "60s"
+    assert d["web"]["listen"] == "0.0.0.0:8080"
+    # what to_dict renders loads back to the same config
+    again = load({k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in d.items()})
+    assert again.to_dict() == d
+
+
+def test_describe_lists_every_key() -> None:
+    keys = {row[0] for row in c.describe()}
+    assert {"rtmp.listen", "web.listen", "capture.source", "state.dir", "log.format"} <= keys
+
+
+def test_state_dir_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(c.os, "access", lambda *a: False)
+    assert c.default_state_dir() == tmp_path / "var"
+    monkeypatch.setattr(c.os, "access", lambda *a: True)
+    assert c.default_state_dir() == Path("/var/lib/appliance")
