@@ -1,0 +1,113 @@
+"""Running the real ``appliance`` process in tests: start it, read its JSON log, talk HTTP, signal it."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ApplianceProcess", "http_get"]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+    """GET a JSON document; (status, body) for 2xx and HTTP errors alike."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+class ApplianceProcess:
+    """``python -m appliance run --config FILE`` with JSON logs collected line by line."""
+
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+        full_env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "run", "--config", str(config), "--set", "log.format=json", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            text=True,
+        )
+        self.lines: list[dict[str, Any]] = []
+        self._new: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                doc = {"event": "unparsed", "line": raw.rstrip()}
+            self.lines.append(doc)
+            self._new.put(doc)
+        self._new.put(None)
+
+    def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float = 20.0) -> dict[str, Any]:
+        """The first log line (seen or still to come) that ``match`` accepts."""
+        for doc in list(self.lines):
+            if match(doc):
+                return doc
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                doc = self._new.get(timeout=left)
+            except queue.Empty:
+                break
+            if doc is None:
+                raise AssertionError(f"appliance exited ({self.proc.wait()}) before the expected line:\n{self.log_text()}")
+            if match(doc):
+                return doc
+        raise AssertionError(f"no matching log line within {timeout}s:\n{self.log_text()}")
+
+    def event(self, name: str, timeout: float = 20.0, **fields: str) -> dict[str, Any]:
+        return self.wait_for(lambda d: d.get("event") == name and all(d.get(k) == v for k, v in fields.items()), timeout)
+
+    def web_url(self, timeout: float = 20.0) -> str:
+        return str(self.event("web.listening", timeout)["urls"]).split(",")[0]
+
+    def wait_healthy(self, base: str, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: tuple[int, dict[str, Any]] | None = None
+        while time.monotonic() < deadline:
+            try:
+                last = http_get(base + "/api/health", timeout=2)
+            except OSError:
+                last = None
+            if last and last[0] == 200:
+                return last[1]
+            time.sleep(0.05)
+        raise AssertionError(f"/api/health never became 200 (last: {last}):\n{self.log_text()}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        finally:
+            self._reader.join(5)
+
+    def log_text(self) -> str:
+        return "\n".join(json.dumps(d) for d in self.lines[-60:])
