@@ -127,6 +127,7 @@ class Appliance:
             _q(str(self.state_dir)),
             _q(str(self.config_path) if self.config_path else "defaults"),
         )
+        escalated = False
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             try:
                 async with trio.open_nursery() as nursery:
@@ -142,7 +143,9 @@ class Appliance:
             except* SupervisorEscalation as group:
                 for exc in group.exceptions:
                     log.critical("appliance.escalated reason=%s", _q(str(exc)))
-                return EXIT_ESCALATED
+                escalated = True
+        if escalated:
+            return EXIT_ESCALATED
         log.info("appliance.stopped uptime_s=%.1f", self.uptime_s())
         return 0
 

@@ -108,9 +108,10 @@ def status_line(snap: SupervisorSnapshot) -> str:
     down = []
     for child in _walk(snap):
         if child.state is not ChildState.RUNNING or not child.ready:
+            # No countdowns here: STATUS= is only sent when this line changes, so it must not tick.
             what = child.state.name.lower()
-            if child.next_restart_in_s is not None:
-                what += f" {child.next_restart_in_s:.0f}s"
+            if child.restarts:
+                what += f" after {child.restarts} restarts"
             down.append(f"{child.name} {what}")
     if snap.escalated:
         head = f"failed: {snap.escalated}"
@@ -150,7 +151,7 @@ async def run_watchdog(
     notifier = Notifier(settings.notify_socket)
     task_status.started()
     if not notifier.enabled:
-        log.info("watchdog.off reason=%s", "NOTIFY_SOCKET unset")
+        log.info("watchdog.off reason=%r", "NOTIFY_SOCKET unset")
         await trio.sleep_forever()
     tick = settings.interval_s or _STATUS_INTERVAL_S
     log.info("watchdog.on socket=%s pet_every_s=%s", settings.notify_socket, settings.interval_s)

@@ -43,6 +43,7 @@ class ApplianceProcess:
             text=True,
         )
         self.lines: list[dict[str, Any]] = []
+        self._stopping = False
         self._new: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -95,11 +96,14 @@ class ApplianceProcess:
         raise AssertionError(f"/api/health never became 200 (last: {last}):\n{self.log_text()}")
 
     def signal(self, sig: signal.Signals) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self._stopping = True
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM (unless a stop signal went already) and the exit code."""
+        if self.proc.poll() is None and not self._stopping:
+            self.signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -108,6 +112,8 @@ class ApplianceProcess:
             raise
         finally:
             self._reader.join(5)
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
 
     def log_text(self) -> str:
         return "\n".join(json.dumps(d) for d in self.lines[-60:])

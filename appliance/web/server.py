@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from functools import partial
 
 import trio
@@ -15,6 +16,8 @@ from appliance.config import Address
 __all__ = ["serve_web"]
 
 log = logging.getLogger("appliance.web")
+_HYPERCORN_LOG = logging.getLogger("appliance.web.hypercorn")
+_HYPERCORN_LOG.setLevel(logging.WARNING)
 
 
 async def serve_web(
@@ -29,9 +32,13 @@ async def serve_web(
     Raises:
         OSError: the address can't be bound (in use, not ours); the supervisor retries with backoff.
     """
+    _check_bindable(listen)
     hcfg = HypercornConfig()
     hcfg.bind = [str(listen)]
     hcfg.accesslog = None
+    # Through our logging (one structured line per event), not hypercorn's own stderr handler; its
+    # "Running on ..." chatter stays below warning, web.listening below says the same.
+    hcfg.errorlog = _HYPERCORN_LOG
     hcfg.graceful_timeout = graceful_s
     # Live updates (server-sent events) hold connections open; don't cut idle keep-alives too soon.
     hcfg.keep_alive_timeout = 30
@@ -40,3 +47,14 @@ async def serve_web(
         binds = await nursery.start(partial(serve, app, hcfg, shutdown_trigger=trio.sleep_forever, mode="asgi"))
         log.info("web.listening urls=%s", ",".join(binds))
         task_status.started(binds)
+
+
+def _check_bindable(listen: Address) -> None:
+    """Fail with a clear error naming the address before hypercorn tries (and leaks a socket on failure)."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((listen.host, listen.port))
+        except OSError as e:
+            raise OSError(e.errno, f"web.listen={listen}: cannot listen: {e.strerror}") from None
