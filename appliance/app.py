@@ -50,7 +50,9 @@ class ChildDef:
 class Appliance:
     """One appliance process. Construct, then ``await run()``; returns the process exit code."""
 
-    def __init__(self, cfg: Config, *, config_path: Path | None = None, overrides: Sequence[str] = ()) -> None:
+    def __init__(
+        self, cfg: Config, *, config_path: Path | None = None, overrides: Sequence[str] = ()
+    ) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.overrides = tuple(overrides)
@@ -72,7 +74,9 @@ class Appliance:
             [c.build(cfg) for c in self.children],
             max_restarts=s.max_restarts,
             max_seconds=s.window_s,
-            backoff=Backoff(initial_s=s.backoff_initial_s, max_s=s.backoff_max_s, reset_after_s=s.stable_after_s),
+            backoff=Backoff(
+                initial_s=s.backoff_initial_s, max_s=s.backoff_max_s, reset_after_s=s.stable_after_s
+            ),
         )
         self._reload_lock = trio.Lock()
 
@@ -87,7 +91,9 @@ class Appliance:
             shutdown_s=cfg.supervisor.shutdown_s,
         )
 
-    async def _run_web(self, listen: Address, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run_web(
+        self, listen: Address, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         async with trio.open_nursery() as nursery:
             self.web_urls = await nursery.start(serve_web, self.web_app, listen)
             task_status.started()

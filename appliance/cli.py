@@ -90,8 +90,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         json.dump(doc, sys.stdout, indent=2)
         print()
     else:
-        print(f"appliance {doc.get('version')} on {doc.get('device')}, up {doc.get('uptime_s', 0):.0f}s, "
-              f"{'healthy' if doc.get('healthy') else 'UNHEALTHY'}")
+        print(
+            f"appliance {doc.get('version')} on {doc.get('device')}, up {doc.get('uptime_s', 0):.0f}s, "
+            f"{'healthy' if doc.get('healthy') else 'UNHEALTHY'}"
+        )
         _print_children(doc.get("supervisor", {}), indent="  ")
     return 0 if doc.get("healthy") else 1
 

@@ -74,7 +74,7 @@ _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?bit)(?:/s|ps)?\s*$", re.IGN
 
 
 def parse_duration(value: object) -> float:
-    """``"5s"``, ``"200ms"``, ``"2m"``, ``"1h"``, ``"1d"`` -> seconds. Bare numbers are refused: say the unit."""
+    """``"5s"``, ``"200ms"``, ``"2m"``, ``"1h"``, ``"1d"`` -> seconds. Bare numbers are refused."""
     if isinstance(value, str) and (m := _DURATION_RE.match(value)):
         return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     raise _Invalid('want a duration with a unit, like "5s", "200ms", "2m" or "1h"')
@@ -227,7 +227,9 @@ class CaptureConfig:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StateConfig:
-    dir: Path | None = setting("dir", parse_path, None, "state and recordings (default /var/lib/appliance or ./var)")
+    dir: Path | None = setting(
+        "dir", parse_path, None, "state and recordings (default /var/lib/appliance or ./var)"
+    )
 
     @property
     def path(self) -> Path:
@@ -279,7 +281,9 @@ class Config:
         out: dict[str, dict[str, object]] = {}
         for sec in dataclasses.fields(self):
             obj = getattr(self, sec.name)
-            out[sec.name] = {f.metadata["key"]: _render(getattr(obj, f.name), f) for f in dataclasses.fields(obj)}
+            out[sec.name] = {
+                f.metadata["key"]: _render(getattr(obj, f.name), f) for f in dataclasses.fields(obj)
+            }
         return out
 
 

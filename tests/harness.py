@@ -31,11 +31,25 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
 class ApplianceProcess:
     """``python -m appliance run --config FILE`` with JSON logs collected line by line."""
 
-    def __init__(self, config: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
-        full_env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    def __init__(
+        self, config: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
+        full_env = {
+            k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+        }
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance", "run", "--config", str(config), "--set", "log.format=json", *args],
+            [
+                sys.executable,
+                "-m",
+                "appliance",
+                "run",
+                "--config",
+                str(config),
+                "--set",
+                "log.format=json",
+                *args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -71,13 +85,17 @@ class ApplianceProcess:
             except queue.Empty:
                 break
             if doc is None:
-                raise AssertionError(f"appliance exited ({self.proc.wait()}) before the expected line:\n{self.log_text()}")
+                raise AssertionError(
+                    f"appliance exited ({self.proc.wait()}) before the expected line:\n{self.log_text()}"
+                )
             if match(doc):
                 return doc
         raise AssertionError(f"no matching log line within {timeout}s:\n{self.log_text()}")
 
     def event(self, name: str, timeout: float = 20.0, **fields: str) -> dict[str, Any]:
-        return self.wait_for(lambda d: d.get("event") == name and all(d.get(k) == v for k, v in fields.items()), timeout)
+        return self.wait_for(
+            lambda d: d.get("event") == name and all(d.get(k) == v for k, v in fields.items()), timeout
+        )
 
     def web_url(self, timeout: float = 20.0) -> str:
         return str(self.event("web.listening", timeout)["urls"]).split(",")[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from functools import partial
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -43,8 +44,12 @@ async def serve_web(
     # Live updates (server-sent events) hold connections open; don't cut idle keep-alives too soon.
     hcfg.keep_alive_timeout = 30
     async with trio.open_nursery() as nursery:
-        # shutdown_trigger is given so hypercorn installs no signal handlers of its own: SIGTERM is ours.
-        binds = await nursery.start(partial(serve, app, hcfg, shutdown_trigger=trio.sleep_forever, mode="asgi"))
+        # starlette's ASGI types and hypercorn's are the same protocol, spelt differently.
+        asgi: Any = app
+        # shutdown_trigger: we stop the server by cancelling it (the supervisor), not by a signal.
+        binds = await nursery.start(
+            partial(serve, asgi, hcfg, shutdown_trigger=trio.sleep_forever, mode="asgi")
+        )
         log.info("web.listening urls=%s", ",".join(binds))
         task_status.started(binds)
 

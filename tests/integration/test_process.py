@@ -80,7 +80,10 @@ def test_starts_serves_health_and_stops_cleanly_on_sigterm(cfg: Path, tmp_path: 
         assert code == 404 and problem["title"] == "Not Found"
         # `appliance status` reads the same API
         res = subprocess.run(
-            [sys.executable, "-m", "appliance", "status", "--url", base], capture_output=True, text=True, timeout=10
+            [sys.executable, "-m", "appliance", "status", "--url", base],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         assert res.returncode == 0, res.stderr
         assert "on bench-unit" in res.stdout and "healthy" in res.stdout
@@ -114,7 +117,9 @@ def test_sighup_reloads_only_changed_sections(cfg: Path, tmp_path: Path) -> None
     try:
         base = app.web_url()
         app.wait_healthy(base)
-        web_before = {c["name"]: c for c in http_get(base + "/api/status")[1]["supervisor"]["children"]}["web"]
+        web_before = {c["name"]: c for c in http_get(base + "/api/status")[1]["supervisor"]["children"]}[
+            "web"
+        ]
 
         # 1. only device.name changes: the web child keeps running untouched, the new name shows
         write_config(cfg, tmp_path / "state", name="north-gate")
@@ -185,6 +190,8 @@ def test_notify_protocol_with_real_socket(cfg: Path, notify_socket: tuple[socket
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[rtmp]\nlisten = "0.0.0.0:99999"\n')
-    res = subprocess.run([sys.executable, "-m", "appliance", "run", "--config", str(bad)], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "appliance", "run", "--config", str(bad)], capture_output=True, text=True
+    )
     assert res.returncode == 2
     assert "rtmp.listen='0.0.0.0:99999'" in res.stderr

@@ -65,7 +65,11 @@ def test_board_from_device_tree_fixture(tmp_path: Path) -> None:
     dt.mkdir(parents=True)
     (dt / "model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\0")
     v4l = tmp_path / "sys/class/video4linux"
-    for node, name in [("video0", "unicam-image"), ("video10", "bcm2835-codec-decode"), ("video1", "unicam-embedded")]:
+    for node, name in [
+        ("video0", "unicam-image"),
+        ("video10", "bcm2835-codec-decode"),
+        ("video1", "unicam-embedded"),
+    ]:
         (v4l / node).mkdir(parents=True)
         (v4l / node / "name").write_text(name + "\n")
     info = board.probe_board(tmp_path)
@@ -78,7 +82,11 @@ def test_board_from_device_tree_fixture(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("model", "family"),
-    [("Raspberry Pi 5 Model B Rev 1.0", "rpi5"), ("NVIDIA Jetson Orin Nano Developer Kit", "jetson"), ("QEMU", "generic")],
+    [
+        ("Raspberry Pi 5 Model B Rev 1.0", "rpi5"),
+        ("NVIDIA Jetson Orin Nano Developer Kit", "jetson"),
+        ("QEMU", "generic"),
+    ],
 )
 def test_board_family(model: str, family: str) -> None:
     assert board.board_family(model) == family

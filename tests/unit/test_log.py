@@ -83,13 +83,14 @@ async def test_subsystem_propagates_to_spawned_tasks(stream: io.StringIO) -> Non
     assert json.loads(stream.getvalue())["subsystem"] == "capture"
 
 
-def test_auto_picks_json_under_journald(stream: io.StringIO, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    f = open(tmp_path / "journal", "w")  # stands in for the journal socket systemd hands us
-    st = os.fstat(f.fileno())
-    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
-    assert applog.under_journald(f)
-    assert not applog.under_journald(stream)
-    applog.setup("auto", "info", f)
-    logging.getLogger("x").info("hello k=v")
-    f.close()
+def test_auto_picks_json_under_journald(
+    stream: io.StringIO, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open(tmp_path / "journal", "w") as f:  # stands in for the journal socket systemd hands us
+        st = os.fstat(f.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert applog.under_journald(f)
+        assert not applog.under_journald(stream)
+        applog.setup("auto", "info", f)
+        logging.getLogger("x").info("hello k=v")
     assert json.loads((tmp_path / "journal").read_text())["k"] == "v"

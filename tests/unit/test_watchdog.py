@@ -62,7 +62,9 @@ class Switch:
 def test_settings_from_env() -> None:
     s = WatchdogSettings.from_env({"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "30000000"}, pid=5)
     assert s.notify_socket == "/run/x" and s.interval_s == 15.0
-    s = WatchdogSettings.from_env({"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "4"}, pid=5)
+    s = WatchdogSettings.from_env(
+        {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "4"}, pid=5
+    )
     assert s.interval_s is None  # the pets are for another process
     s = WatchdogSettings.from_env({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "5"}, pid=5)
     assert s.notify_socket is None and s.interval_s == 15.0
@@ -88,7 +90,9 @@ def test_notifier_abstract_socket() -> None:
         sock.close()
 
 
-async def test_ready_pets_gating_and_stopping(notify: tuple[socket.socket, str], autojump_clock: object) -> None:
+async def test_ready_pets_gating_and_stopping(
+    notify: tuple[socket.socket, str], autojump_clock: object
+) -> None:
     sock, path = notify
     web = Switch()
     sup = Supervisor("root", [ChildSpec(name="web", factory=web.run, critical=True, grace_s=2.0)])
@@ -123,13 +127,17 @@ async def test_ready_pets_gating_and_stopping(notify: tuple[socket.socket, str],
     assert drain(sock)[-1] == "STOPPING=1\nSTATUS=stopping"
 
 
-async def test_short_outage_within_grace_keeps_petting(notify: tuple[socket.socket, str], autojump_clock: object) -> None:
+async def test_short_outage_within_grace_keeps_petting(
+    notify: tuple[socket.socket, str], autojump_clock: object
+) -> None:
     sock, path = notify
     web = Switch()
     sup = Supervisor("root", [ChildSpec(name="web", factory=web.run, critical=True, grace_s=5.0)])
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
-        await nursery.start(partial(run_watchdog, sup.snapshot, WatchdogSettings(notify_socket=path, interval_s=0.5)))
+        await nursery.start(
+            partial(run_watchdog, sup.snapshot, WatchdogSettings(notify_socket=path, interval_s=0.5))
+        )
         await trio.sleep(1.25)  # between two ticks, so no tick shares a virtual instant with the test
         drain(sock)
         web.crash.set()  # restarts after the first backoff (~0.5 s), well inside the grace
@@ -154,7 +162,10 @@ def test_status_line_names_what_is_down() -> None:
             task_status.started()
             await trio.sleep_forever()
 
-        sup = Supervisor("root", [ChildSpec(name="web", factory=good, critical=True), ChildSpec(name="capture", factory=bad)])
+        sup = Supervisor(
+            "root",
+            [ChildSpec(name="web", factory=good, critical=True), ChildSpec(name="capture", factory=bad)],
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(sup.run)
             await trio.sleep(0.1)
@@ -194,10 +205,12 @@ def test_pets_stop_while_the_loop_is_blocked(notify: tuple[socket.socket, str]) 
         sup = Supervisor("root", [ChildSpec(name="web", factory=up, critical=True)])
         async with trio.open_nursery() as nursery:
             await nursery.start(sup.run)
-            await nursery.start(partial(run_watchdog, sup.snapshot, WatchdogSettings(notify_socket=path, interval_s=0.02)))
+            await nursery.start(
+                partial(run_watchdog, sup.snapshot, WatchdogSettings(notify_socket=path, interval_s=0.02))
+            )
             await trio.sleep(0.3)
             blocked.append(time.monotonic())
-            time.sleep(0.6)  # a blocking call on the loop thread: the bug this guards against
+            time.sleep(0.6)  # noqa: ASYNC251 -- a blocking call on the loop thread: the bug this guards against
             blocked.append(time.monotonic())
             await trio.sleep(0.3)
             nursery.cancel_scope.cancel()

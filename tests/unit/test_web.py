@@ -66,7 +66,9 @@ async def serve(nursery: trio.Nursery, source: Source) -> str:
 
 
 async def test_health_ok_and_status() -> None:
-    sup = Supervisor("root", [ChildSpec(name="relay", factory=up, critical=True), ChildSpec(name="capture", factory=up)])
+    sup = Supervisor(
+        "root", [ChildSpec(name="relay", factory=up, critical=True), ChildSpec(name="capture", factory=up)]
+    )
     source = Source(sup)
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
@@ -111,7 +113,11 @@ async def test_degraded_is_still_200() -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
         base = await serve(nursery, source)
-        assert await get(base + "/api/health") == (200, "application/json", {"status": "ok", "degraded": ["capture"]})
+        assert await get(base + "/api/health") == (
+            200,
+            "application/json",
+            {"status": "ok", "degraded": ["capture"]},
+        )
         nursery.cancel_scope.cancel()
 
 
@@ -133,7 +139,9 @@ async def test_route_registry_adds_and_removes_routes_while_serving() -> None:
         assert code == 405 and body["title"] == "Method Not Allowed"
         with pytest.raises(ValueError, match="already registered by relay"):
             source.routes.add_route("/api/streams", streams, methods=["GET"], owner="webrtc")
-        assert source.routes.describe() == [{"path": "/api/streams", "methods": ["GET", "HEAD"], "owner": "relay"}]
+        assert source.routes.describe() == [
+            {"path": "/api/streams", "methods": ["GET", "HEAD"], "owner": "relay"}
+        ]
         assert source.routes.remove_owner("relay") == 1
         assert (await get(base + "/api/streams"))[0] == 404
         nursery.cancel_scope.cancel()
@@ -164,5 +172,7 @@ async def test_port_in_use_is_an_error_for_the_supervisor() -> None:
         s.listen()
         port = s.getsockname()[1]
         sup = Supervisor("root", [])
-        with pytest.raises(OSError, match=f"web.listen=127.0.0.1:{port}: cannot listen: Address already in use"):
+        with pytest.raises(
+            OSError, match=f"web.listen=127.0.0.1:{port}: cannot listen: Address already in use"
+        ):
             await serve_web(create_app(Source(sup)), Address("127.0.0.1", port))
