@@ -24,7 +24,7 @@ sync-dev:
 	"$(UV)" sync --locked
 
 run: sync
-	$(VENV)/bin/appliance run $(RUN_ARGS)
+	exec $(VENV)/bin/appliance run $(RUN_ARGS)
 
 test-deps:
 	scripts/install-test-deps
