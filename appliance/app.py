@@ -28,7 +28,7 @@ from appliance import log as applog
 from appliance.bus import BusRegistry
 from appliance.config import Address, Config, ConfigError, changed_sections, load_file
 from appliance.supervisor import Backoff, ChildSpec, Supervisor, SupervisorEscalation, SupervisorSnapshot
-from appliance.watchdog import run_watchdog
+from appliance.watchdog import run_watchdog, status_line
 from appliance.web import RouteRegistry, create_app, serve_web
 
 __all__ = ["EXIT_ESCALATED", "Appliance", "ChildDef"]
@@ -125,7 +125,10 @@ class Appliance:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or escalation (EXIT_ESCALATED)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"state.dir={str(self.state_dir)!r}: cannot create: {e.strerror}") from None
         log.info(
             "appliance.starting version=%s device=%s state_dir=%s config=%s",
             self.version,
@@ -138,7 +141,7 @@ class Appliance:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.root.run)
-                    log.info("appliance.started status=%s", _q(self._summary()))
+                    log.info("appliance.started status=%s", _q(status_line(self.snapshot())))
                     async for signum in signals:
                         if signum == signal.SIGHUP:
                             nursery.start_soon(self.reload)
@@ -179,10 +182,6 @@ class Appliance:
                     log.info("config.restart_child child=%s", child.name)
                     await self.root.restart_child(child.name, child.build(new))
             del old
-
-    def _summary(self) -> str:
-        snap = self.snapshot()
-        return "healthy" if snap.healthy else "unhealthy: " + ",".join(snap.failing())
 
 
 # Sections read once at process start.

@@ -195,3 +195,68 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert "rtmp.listen='0.0.0.0:99999'" in res.stderr
+
+
+def test_critical_child_that_keeps_failing_exits_70_without_ready_or_pets(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    sock, path = notify_socket
+    with socket.socket() as squatter:  # someone else holds the web port: the web child can never start
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        cfg = tmp_path / "appliance.toml"
+        write_config(cfg, tmp_path / "state", web=f"127.0.0.1:{port}")
+        app = ApplianceProcess(
+            cfg,
+            env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"},
+            args=(
+                "--set",
+                "supervisor.max_restarts=2",
+                "--set",
+                "supervisor.backoff_initial=50ms",
+                "--set",
+                "supervisor.backoff_max=100ms",
+            ),
+        )
+        rc = app.proc.wait(30)
+        app.stop()
+    assert rc == 70, app.log_text()
+    escalated = app.event("appliance.escalated", timeout=1)
+    assert "web" in escalated["reason"]
+    gave_up = app.event("supervisor.escalated", timeout=1)
+    assert (
+        gave_up["child"] == "web" and gave_up["restarts"] == "3"
+    )  # two restarts allowed, the third is one too many
+    assert f"web.listen=127.0.0.1:{port}: cannot listen" in gave_up["error"]
+    sock.setblocking(False)
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            break
+    assert not [m for m in messages if "READY=1" in m or "WATCHDOG=1" in m], messages
+    assert "STOPPING=1" in messages[-1]
+
+
+def test_unusable_state_dir_exits_2_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "run",
+            "--set",
+            f"state.dir={blocker}/state",
+            "--set",
+            "web.listen=127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 2
+    assert f"state.dir='{blocker}/state': cannot create" in res.stderr
