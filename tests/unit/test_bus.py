@@ -37,6 +37,7 @@ from appliance.bus import (
     TimestampError,
 )
 from appliance.media.packets import Codec, CodecConfig, Kind, Metadata, Packet
+from tests.fuzz import examples
 
 V = CodecConfig(kind=Kind.VIDEO, codec=Codec.H264, data=b"\x01\x42\xc0\x1e")
 V2 = CodecConfig(kind=Kind.VIDEO, codec=Codec.H264, data=b"\x01\x64\x00\x28")
@@ -947,5 +948,5 @@ class BusMachine(RuleBasedStateMachine):
             reader.read(10_000)
 
 
-BusMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+BusMachine.TestCase.settings = settings(max_examples=examples(150), stateful_step_count=40, deadline=None)
 TestBusMachine = BusMachine.TestCase

@@ -18,6 +18,7 @@ from appliance.media.packets import (
     avcc_from_annexb,
     iter_avcc,
 )
+from tests.fuzz import examples
 
 SPS = bytes.fromhex("6742c01e95a0")
 PPS = bytes.fromhex("68ce3c80")
@@ -211,7 +212,7 @@ nal_units = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(nals=st.lists(nal_units, max_size=8), short=st.lists(st.booleans(), min_size=8, max_size=8))
 def test_round_trip_avcc_annexb(nals: list[bytes], short: list[bool]) -> None:
     data = avcc(*nals)
@@ -222,7 +223,7 @@ def test_round_trip_avcc_annexb(nals: list[bytes], short: list[bool]) -> None:
     assert avcc_from_annexb(mixed) == data
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(data=st.one_of(st.binary(max_size=48), st.lists(nal_units, max_size=4).map(lambda n: avcc(*n))))
 def test_any_bytes_convert_or_raise_value_error(data: bytes) -> None:
     try:

@@ -31,6 +31,7 @@ from appliance.supervisor import (
     SupervisorSnapshot,
     heartbeat,
 )
+from tests.fuzz import examples
 from tests.unit.test_supervisor import cancelled
 
 HEARTBEAT_S = 2.0
@@ -223,7 +224,7 @@ def check_cleanly_stopped(ps: list[Plan], out: Outcome) -> None:
             assert attempt.end is not None and attempt.end <= out.stopped_at
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     ps=plans(),
     max_restarts=st.integers(min_value=0, max_value=3),
@@ -280,7 +281,7 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     ps=plans(),
     strategy=st.sampled_from(Strategy),
@@ -305,7 +306,7 @@ def test_any_strategy_with_operator_restarts_stops_cleanly(
         assert next(p for p in ps if p.name == out.escalation.child).critical
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     ps=plans(),
     starts=st.lists(st.integers(min_value=0, max_value=120).map(lambda n: n / 4), min_size=4, max_size=4),
