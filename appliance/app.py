@@ -27,6 +27,7 @@ from appliance import __version__
 from appliance import log as applog
 from appliance.bus import BusRegistry
 from appliance.config import Address, Config, ConfigError, changed_sections, load_file
+from appliance.log import quote
 from appliance.supervisor import Backoff, ChildSpec, Supervisor, SupervisorEscalation, SupervisorSnapshot
 from appliance.watchdog import run_watchdog, status_line
 from appliance.web import RouteRegistry, create_app, serve_web
@@ -132,16 +133,16 @@ class Appliance:
         log.info(
             "appliance.starting version=%s device=%s state_dir=%s config=%s",
             self.version,
-            _q(self.device_name),
-            _q(str(self.state_dir)),
-            _q(str(self.config_path) if self.config_path else "defaults"),
+            quote(self.device_name),
+            quote(str(self.state_dir)),
+            quote(str(self.config_path) if self.config_path else "defaults"),
         )
         escalated = False
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.root.run)
-                    log.info("appliance.started status=%s", _q(status_line(self.snapshot())))
+                    log.info("appliance.started status=%s", quote(status_line(self.snapshot())))
                     async for signum in signals:
                         if signum == signal.SIGHUP:
                             nursery.start_soon(self.reload)
@@ -151,7 +152,7 @@ class Appliance:
                         break
             except* SupervisorEscalation as group:
                 for exc in group.exceptions:
-                    log.critical("appliance.escalated reason=%s", _q(str(exc)))
+                    log.critical("appliance.escalated reason=%s", quote(str(exc)))
                 escalated = True
         if escalated:
             return EXIT_ESCALATED
@@ -164,7 +165,7 @@ class Appliance:
             try:
                 new = load_file(self.config_path, self.overrides)
             except ConfigError as e:
-                log.error("config.reload_failed error=%s keeping=%s", _q(str(e)), "previous")
+                log.error("config.reload_failed error=%s keeping=%s", quote(str(e)), "previous")
                 return
             changed = changed_sections(self.cfg, new)
             if not changed:
@@ -176,7 +177,9 @@ class Appliance:
             if "log" in changed:
                 applog.setup(new.log.format, new.log.level)
             for section in sorted(changed & _NEEDS_PROCESS_RESTART):
-                log.warning("config.needs_restart section=%s reason=%s", section, _q("applies at next start"))
+                log.warning(
+                    "config.needs_restart section=%s reason=%s", section, quote("applies at next start")
+                )
             for child in self.children:
                 if child.sections & changed:
                     log.info("config.restart_child child=%s", child.name)
@@ -186,11 +189,6 @@ class Appliance:
 
 # Sections read once at process start.
 _NEEDS_PROCESS_RESTART = frozenset({"supervisor", "state"})
-
-
-def _q(text: str) -> str:
-    """Quote a log value that may hold spaces (logfmt)."""
-    return text if text and " " not in text and '"' not in text else '"' + text.replace('"', '\\"') + '"'
 
 
 def jsonable(obj: object) -> Any:

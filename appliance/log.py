@@ -20,7 +20,15 @@ import sys
 import time
 from typing import IO, Any
 
-__all__ = ["SUBSYSTEM", "JsonFormatter", "LogfmtFormatter", "bind_subsystem", "parse_event", "setup"]
+__all__ = [
+    "SUBSYSTEM",
+    "JsonFormatter",
+    "LogfmtFormatter",
+    "bind_subsystem",
+    "parse_event",
+    "quote",
+    "setup",
+]
 
 SUBSYSTEM: contextvars.ContextVar[str] = contextvars.ContextVar("appliance_subsystem", default="main")
 
@@ -68,7 +76,8 @@ def _unquote(value: str) -> str:
     return out if isinstance(out, str) else value[1:-1]
 
 
-def _quote(value: object) -> str:
+def quote(value: object) -> str:
+    """A log value: bare when it is one word, else JSON-quoted, so the line stays ``key=value``."""
     text = str(value)
     if text and _BARE.match(text):
         return text
@@ -91,12 +100,12 @@ class LogfmtFormatter(logging.Formatter):
         parts = [
             f"ts={_timestamp(record)}",
             f"level={record.levelname.lower()}",
-            f"subsystem={_quote(_subsystem(record))}",
-            f"event={_quote(event)}",
+            f"subsystem={quote(_subsystem(record))}",
+            f"event={quote(event)}",
         ]
-        parts.extend(f"{k}={_quote(v)}" for k, v in pairs.items())
+        parts.extend(f"{k}={quote(v)}" for k, v in pairs.items())
         if record.exc_info:
-            parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
+            parts.append(f"exc={quote(self.formatException(record.exc_info))}")
         return " ".join(parts)
 
 

@@ -6,11 +6,12 @@ quoted when they are not. An error is described in one line plus the innermost f
 
 from __future__ import annotations
 
-import json
 import re
 import traceback
 from collections.abc import Iterator
 from pathlib import PurePath
+
+from appliance.log import quote
 
 _TRACE_FRAMES = 5
 _ERROR_CHARS = 400
@@ -54,7 +55,4 @@ def _exc(error: BaseException) -> BaseException | None:
     return error if error.__traceback__ is not None else None
 
 
-def _q(value: object) -> str:
-    """A log value: bare if it is one word, else JSON-quoted so the line stays ``key=value``."""
-    text = str(value)
-    return text if text and _BARE.match(text) else json.dumps(text)
+_q = quote
