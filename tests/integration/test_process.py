@@ -6,9 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,19 +38,6 @@ def cfg(tmp_path: Path) -> Path:
     path = tmp_path / "appliance.toml"
     write_config(path, tmp_path / "state")
     return path
-
-
-@pytest.fixture
-def notify_socket() -> Iterator[tuple[socket.socket, str]]:
-    # AF_UNIX paths are limited to 108 bytes: keep it short rather than under pytest's deep tmp_path.
-    d = tempfile.mkdtemp(prefix="ntf", dir="/tmp")
-    path = f"{d}/notify"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    yield sock, path
-    sock.close()
-    Path(path).unlink(missing_ok=True)
-    Path(d).rmdir()
 
 
 def free_port() -> int:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import socket
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 
 import pytest
 import trio
@@ -18,16 +15,9 @@ from appliance.watchdog import Notifier, WatchdogSettings, run_watchdog, status_
 
 
 @pytest.fixture
-def notify() -> Iterator[tuple[socket.socket, str]]:
-    d = tempfile.mkdtemp(prefix="wd", dir="/tmp")
-    path = f"{d}/notify"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.setblocking(False)
-    yield sock, path
-    sock.close()
-    Path(path).unlink(missing_ok=True)
-    Path(d).rmdir()
+def notify(notify_socket: tuple[socket.socket, str]) -> tuple[socket.socket, str]:
+    notify_socket[0].setblocking(False)
+    return notify_socket
 
 
 def drain(sock: socket.socket) -> list[str]:
