@@ -172,19 +172,20 @@ class Appliance:
                 log.info("config.reloaded changed=none")
                 return
             log.info("config.reloaded changed=%s", ",".join(sorted(changed)))
-            old, self.cfg = self.cfg, new
-            self.device_name = new.device.display_name()
-            if "log" in changed:
-                applog.setup(new.log.format, new.log.level)
             for section in sorted(changed & _NEEDS_PROCESS_RESTART):
                 log.warning(
                     "config.needs_restart section=%s reason=%s", section, quote("applies at next start")
                 )
+                # Keep showing (in /api/status) what is in force, not what will be.
+                new = dataclasses.replace(new, **{section: getattr(self.cfg, section)})
+            self.cfg = new
+            self.device_name = new.device.display_name()
+            if "log" in changed:
+                applog.setup(new.log.format, new.log.level)
             for child in self.children:
                 if child.sections & changed:
                     log.info("config.restart_child child=%s", child.name)
                     await self.root.restart_child(child.name, child.build(new))
-            del old
 
 
 # Sections read once at process start.

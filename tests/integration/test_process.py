@@ -245,3 +245,18 @@ def test_unusable_state_dir_exits_2_naming_it(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert f"state.dir='{blocker}/state': cannot create" in res.stderr
+
+
+def test_sighup_with_a_start_time_only_section_warns_and_keeps_it(cfg: Path) -> None:
+    app = ApplianceProcess(cfg)
+    try:
+        base = app.web_url()
+        app.wait_healthy(base)
+        cfg.write_text(cfg.read_text().replace("[supervisor]", "[supervisor]\nmax_restarts = 9"))
+        app.signal(signal.SIGHUP)
+        app.event("config.needs_restart", section="supervisor")
+        status = http_get(base + "/api/status")[1]
+        assert status["config"]["supervisor"]["max_restarts"] == 5  # what is in force until the next start
+        assert not [d for d in app.lines if d.get("event") == "config.restart_child"]
+    finally:
+        assert app.stop() == 0
