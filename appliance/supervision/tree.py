@@ -353,6 +353,9 @@ class _Tree:
 
     async def _runner(self, rec: _Child, run: _Run) -> None:
         self._bind_context()
+        # What the tree says about a child (crashed, restarting, stopped) is filed under that child, so
+        # `journalctl ... | grep subsystem=web` shows the web child's whole story.
+        SUBSYSTEM.set(rec.spec.name)
         ended = False
         try:
             with run.scope:

@@ -681,7 +681,7 @@ async def test_children_log_under_their_own_name(autojump_clock: trio.testing.Mo
     assert any("subsystem=cam event=capture.frame n=1" in line for line in lines)
     assert any("subsystem=cam event=child.ready child=cam" in line for line in lines)
     crashed = next(line for line in lines if "event=child.crashed" in line)
-    assert "subsystem=main" in crashed  # the supervisor speaks for itself, naming the child
+    assert "subsystem=cam" in crashed  # what the tree says about a child is filed under that child
     assert 'child=cam restarts=0 backoff_s=1.00 error="ValueError: bad frame"' in crashed
 
 
