@@ -28,7 +28,14 @@ from appliance import log as applog
 from appliance.bus import BusRegistry
 from appliance.config import Address, Config, ConfigError, changed_sections, load_file
 from appliance.log import quote
-from appliance.supervisor import Backoff, ChildSpec, Supervisor, SupervisorEscalation, SupervisorSnapshot
+from appliance.supervisor import (
+    Backoff,
+    ChildSpec,
+    DynamicSupervisor,
+    Supervisor,
+    SupervisorEscalation,
+    SupervisorSnapshot,
+)
 from appliance.watchdog import run_watchdog, status_line
 from appliance.web import RouteRegistry, create_app, serve_web
 
@@ -65,19 +72,31 @@ class Appliance:
         self.web_urls: list[str] = []  # what the web child really bound (port 0 -> the chosen port)
         self._started = time.monotonic()
         self.state_dir = cfg.state.path
+        s = cfg.supervisor
+        backoff = Backoff(
+            initial_s=s.backoff_initial_s, max_s=s.backoff_max_s, reset_after_s=s.stable_after_s
+        )
+        # Push targets and cloud streams are started and stopped here at run time (RTMP push, WHIP, MoQ).
+        self.egress = DynamicSupervisor(
+            "egress", max_restarts=s.max_restarts, max_seconds=s.window_s, backoff=backoff
+        )
+        # Start order is this order; stop order the reverse. The watchdog comes last so that it stops
+        # first (STOPPING=1 goes out before anything else winds down).
         self.children: list[ChildDef] = [
             ChildDef(name="web", sections=frozenset({"web"}), build=self._web_spec),
+            ChildDef(
+                name="egress",
+                sections=frozenset(),
+                build=lambda cfg: self.egress.as_child(shutdown_s=cfg.supervisor.shutdown_s),
+            ),
             ChildDef(name="watchdog", sections=frozenset(), build=self._watchdog_spec),
         ]
-        s = cfg.supervisor
         self.root = Supervisor(
             "root",
             [c.build(cfg) for c in self.children],
             max_restarts=s.max_restarts,
             max_seconds=s.window_s,
-            backoff=Backoff(
-                initial_s=s.backoff_initial_s, max_s=s.backoff_max_s, reset_after_s=s.stable_after_s
-            ),
+            backoff=backoff,
         )
         self._reload_lock = trio.Lock()
 

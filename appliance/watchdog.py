@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import sdnotify
 import trio
 
-from appliance.supervisor import ChildSnapshot, ChildState, SupervisorSnapshot
+from appliance.supervisor import ChildState, SupervisorSnapshot
 
 __all__ = ["Notifier", "WatchdogSettings", "run_watchdog", "status_line"]
 
@@ -106,13 +106,15 @@ class Notifier:
 def status_line(snap: SupervisorSnapshot) -> str:
     """One line for STATUS= and logs: overall state, then what is not running and why."""
     down = []
-    for child in _walk(snap):
+    total = 0
+    for path, child in snap.walk():
+        total += 1
         if child.state is not ChildState.RUNNING or not child.ready:
             # No countdowns here: STATUS= is only sent when this line changes, so it must not tick.
             what = child.state.name.lower()
             if child.restarts:
                 what += f" after {child.restarts} restarts"
-            down.append(f"{child.name} {what}")
+            down.append(f"{path} {what}")
     if snap.escalated:
         head = f"failed: {snap.escalated}"
     elif not snap.healthy:
@@ -121,18 +123,8 @@ def status_line(snap: SupervisorSnapshot) -> str:
         head = "degraded"
     else:
         head = "ok"
-    total = sum(1 for _ in _walk(snap))
-    up = total - len(down)
     tail = f"; down: {', '.join(down)}" if down else ""
-    return f"{head} ({up}/{total} up){tail}"
-
-
-def _walk(snap: SupervisorSnapshot) -> Iterator[ChildSnapshot]:
-    for child in snap.children:
-        if child.children is not None:
-            yield from _walk(child.children)
-        else:
-            yield child
+    return f"{head} ({total - len(down)}/{total} up){tail}"
 
 
 async def run_watchdog(

@@ -58,6 +58,7 @@ def test_starts_serves_health_and_stops_cleanly_on_sigterm(cfg: Path, tmp_path: 
         children = {c["name"]: c for c in status["supervisor"]["children"]}
         assert children["web"]["state"] == "running" and children["web"]["critical"] is True
         assert children["watchdog"]["state"] == "running"
+        assert children["egress"]["state"] == "running" and children["egress"]["children"]["children"] == []
         assert status["config"]["web"]["listen"] == "127.0.0.1:0"
         assert status["state_dir"] == str(tmp_path / "state")
         assert (tmp_path / "state").is_dir()

@@ -215,3 +215,29 @@ def test_pets_stop_while_the_loop_is_blocked(notify: tuple[socket.socket, str]) 
     assert [ts for ts in pet_times if ts < start], "petted before the block"
     assert not [ts for ts in pet_times if start + 0.05 < ts < end], "no pets while the loop is blocked"
     assert [ts for ts in pet_times if ts > end + 0.02], "pets resume after the block"
+
+
+def test_status_line_walks_nested_supervisors() -> None:
+    from appliance.supervisor import DynamicSupervisor
+
+    async def main() -> str:
+        async def up(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            task_status.started()
+            await trio.sleep_forever()
+
+        async def flaky(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            task_status.started()
+            raise ConnectionResetError("ingest hung up")
+
+        egress = DynamicSupervisor("egress")
+        sup = Supervisor("root", [ChildSpec(name="web", factory=up, critical=True), egress.as_child()])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await egress.start_child(ChildSpec(name="push-yt", factory=flaky))
+            await trio.sleep(0.1)
+            line = status_line(sup.snapshot())
+            nursery.cancel_scope.cancel()
+        return line
+
+    line = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert line == "degraded (2/3 up); down: egress/push-yt backoff"
