@@ -131,6 +131,9 @@ class _Child:
     last_error: str | None = None
     last_error_trace: tuple[str, ...] = ()
     last_error_at: float | None = None
+    # How many errors in a row were the same as last_error (same text and trace): a child that flaps
+    # for months logs its traceback once, then one short line per crash.
+    error_repeats: int = 0
     next_restart_at: float | None = None
     held_by: _Child | None = None  # rest_for_one: stopped until this earlier sibling is ready
     removing: bool = False  # dynamic: stop_child asked for removal

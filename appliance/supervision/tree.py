@@ -455,12 +455,14 @@ class _Tree:
                 )
             else:
                 log.warning(
-                    "child.crashed child=%s restarts=%d backoff_s=%.2f error=%s",
+                    "child.crashed child=%s restarts=%d backoff_s=%.2f error=%s same_as_before=%d",
                     spec.name,
                     rec.restarts,
                     delay,
                     _q(rec.last_error),
-                    exc_info=_exc(error),
+                    rec.error_repeats,
+                    # The traceback once per distinct error, not once per crash of a flapping child.
+                    exc_info=_exc(error) if rec.error_repeats == 0 else None,
                 )
             if self._strategy is Strategy.REST_FOR_ONE:
                 await self._hold_later(rec)
@@ -511,7 +513,10 @@ class _Tree:
         return attempt.error
 
     def _record(self, rec: _Child, error: BaseException) -> None:
-        rec.last_error, rec.last_error_trace = _describe(error)
+        text, trace = _describe(error)
+        same = (text, trace) == (rec.last_error, rec.last_error_trace)
+        rec.error_repeats = rec.error_repeats + 1 if same else 0
+        rec.last_error, rec.last_error_trace = text, trace
         rec.last_error_at = trio.current_time()
 
     async def _child_task(self, attempt: _Attempt, scope: trio.CancelScope) -> None:

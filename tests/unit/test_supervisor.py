@@ -770,3 +770,20 @@ async def test_misbehaving_children(autojump_clock: trio.testing.MockClock) -> N
         assert quiet.last_error is None and quiet.state is ChildState.BACKOFF and not quiet.ever_ready
         assert never.attempts == 2  # permanent: a return, even before ready, restarts it (at 1)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_flapping_child_logs_its_traceback_once_per_distinct_error(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    errors = iter([OSError("gone"), OSError("gone"), OSError("gone"), ValueError("new"), ValueError("new")])
+
+    async def cam(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        raise next(errors)
+
+    caplog.set_level(logging.WARNING, logger="appliance.supervisor")
+    sup = Supervisor("root", [ChildSpec(name="cam", factory=cam)], backoff=EXACT, max_restarts=100)
+    with trio.move_on_after(60):
+        await sup.run()
+    crashes = [r for r in caplog.records if r.getMessage().startswith("child.crashed")]
+    assert [r.getMessage().rsplit("same_as_before=", 1)[1] for r in crashes[:5]] == ["0", "1", "2", "0", "1"]
+    assert [r.exc_info is not None for r in crashes[:5]] == [True, False, False, True, False]
