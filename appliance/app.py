@@ -26,7 +26,7 @@ import trio
 from appliance import __version__
 from appliance import log as applog
 from appliance.bus import BusRegistry
-from appliance.config import Address, Config, ConfigError, changed_sections, load_file
+from appliance.config import Config, ConfigError, changed_sections, load_file
 from appliance.log import quote
 from appliance.supervisor import (
     Backoff,
@@ -69,7 +69,6 @@ class Appliance:
         self.buses = BusRegistry()
         self.routes = RouteRegistry()
         self.web_app = create_app(self)
-        self.web_urls: list[str] = []  # what the web child really bound (port 0 -> the chosen port)
         self._started = time.monotonic()
         self.state_dir = cfg.state.path
         s = cfg.supervisor
@@ -105,18 +104,11 @@ class Appliance:
     def _web_spec(self, cfg: Config) -> ChildSpec:
         return ChildSpec(
             name="web",
-            factory=partial(self._run_web, cfg.web.listen),
+            factory=partial(serve_web, self.web_app, cfg.web.listen),
             critical=True,
             grace_s=cfg.supervisor.critical_grace_s,
             shutdown_s=cfg.supervisor.shutdown_s,
         )
-
-    async def _run_web(
-        self, listen: Address, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        async with trio.open_nursery() as nursery:
-            self.web_urls = await nursery.start(serve_web, self.web_app, listen)
-            task_status.started()
 
     def _watchdog_spec(self, cfg: Config) -> ChildSpec:
         return ChildSpec(

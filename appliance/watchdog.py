@@ -59,8 +59,6 @@ class Notifier:
     def __init__(self, notify_socket: str | None) -> None:
         self._notifier: sdnotify.SystemdNotifier | None = None
         self._errors: set[str] = set()
-        self.sent: int = 0
-        self.pets: int = 0
         if not notify_socket:
             return
         saved = os.environ.get("NOTIFY_SOCKET")
@@ -92,9 +90,6 @@ class Notifier:
                 self._errors.add(kind)
                 log.warning("watchdog.notify_failed error=%r", str(e))
             return False
-        self.sent += 1
-        if "WATCHDOG=1" in lines:
-            self.pets += 1
         return True
 
     def close(self) -> None:

@@ -50,7 +50,7 @@ def create_app(source: StatusSource) -> Starlette:
 
     async def health(request: Request) -> Response:
         snap = source.snapshot()
-        degraded = [c.name for c in snap.children if c.degraded and not c.critical]
+        degraded = [path for path, c in snap.walk() if c.degraded and not c.critical]
         if snap.healthy and snap.all_ready():
             body: dict[str, Any] = {"status": "ok"}
             if degraded:

@@ -176,3 +176,23 @@ async def test_port_in_use_is_an_error_for_the_supervisor() -> None:
             OSError, match=f"web.listen=127.0.0.1:{port}: cannot listen: Address already in use"
         ):
             await serve_web(create_app(Source(sup)), Address("127.0.0.1", port))
+
+
+async def test_degraded_names_nested_children_by_path() -> None:
+    from appliance.supervisor import DynamicSupervisor
+
+    egress = DynamicSupervisor("egress")
+    sup = Supervisor("root", [ChildSpec(name="web", factory=up, critical=True), egress.as_child()])
+    source = Source(sup)
+
+    async def flaky(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        raise ConnectionResetError("ingest hung up")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        base = await serve(nursery, source)
+        await egress.start_child(ChildSpec(name="push-yt", factory=flaky))
+        code, _, body = await get(base + "/api/health")
+        assert (code, body) == (200, {"status": "ok", "degraded": ["egress/push-yt"]})
+        nursery.cancel_scope.cancel()
