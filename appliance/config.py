@@ -209,7 +209,9 @@ class RtmpConfig:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WebConfig:
-    listen: Address = setting("listen", parse_address, Address("0.0.0.0", 8080), "status page, API, metrics")
+    listen: Address = setting(
+        "listen", parse_address, Address("0.0.0.0", 8080), "JSON API (later the status page and metrics)"
+    )
 
 
 CAPTURE_SOURCES = ("auto", "v4l2", "rpicam", "synthetic", "file", "none")
