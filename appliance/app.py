@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from appliance import __version__
 from appliance import log as applog
 from appliance.bus import BusRegistry
 from appliance.config import Config, ConfigError, changed_sections, load_file
 from appliance.log import quote
+from appliance.media.rtmp.server import RtmpServer, serve_rtmp
 from appliance.supervisor import (
     Backoff,
     ChildSpec,
@@ -83,6 +86,7 @@ class Appliance:
         # first (STOPPING=1 goes out before anything else winds down).
         self.children: list[ChildDef] = [
             ChildDef(name="web", sections=frozenset({"web"}), build=self._web_spec),
+            ChildDef(name="relay", sections=frozenset({"rtmp"}), build=self._relay_spec),
             ChildDef(
                 name="egress",
                 sections=frozenset(),
@@ -98,6 +102,8 @@ class Appliance:
             backoff=backoff,
         )
         self._reload_lock = trio.Lock()
+        self.relay: RtmpServer | None = None
+        self.routes.add_route("/api/streams", self._api_streams, methods=["GET"], owner="relay")
 
     # -- child specs ---------------------------------------------------------------------------
 
@@ -109,6 +115,26 @@ class Appliance:
             grace_s=cfg.supervisor.critical_grace_s,
             shutdown_s=cfg.supervisor.shutdown_s,
         )
+
+    def _relay_spec(self, cfg: Config) -> ChildSpec:
+        async def run_relay(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            # A fresh server per (re)start: a restart after a crash or an [rtmp] change starts clean;
+            # the Buses live on outside it, so players of other streams lose nothing but their socket.
+            self.relay = RtmpServer(cfg.rtmp, self.buses)
+            await serve_rtmp(self.relay, task_status=task_status)
+
+        return ChildSpec(
+            name="relay",
+            factory=run_relay,
+            critical=True,
+            grace_s=cfg.supervisor.critical_grace_s,
+            shutdown_s=cfg.supervisor.shutdown_s,
+        )
+
+    async def _api_streams(self, request: Request) -> Response:
+        relay = self.relay
+        streams = relay.describe_streams() if relay is not None else []
+        return JSONResponse({"streams": streams})
 
     def _watchdog_spec(self, cfg: Config) -> ChildSpec:
         return ChildSpec(

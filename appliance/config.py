@@ -22,6 +22,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 __all__ = [
@@ -172,9 +173,15 @@ def positive(parser: Parser) -> Parser:
     return parse
 
 
-def setting(key: str, parse: Parser, default: Any = None, doc: str = "") -> Any:
-    """A config field: its TOML key, the parser of its raw value, its default and a one-line doc."""
-    return field(default=default, metadata={"key": key, "parse": parse, "doc": doc})
+def setting(key: str, parse: Parser, default: Any = None, doc: str = "", *, secret: bool = False) -> Any:
+    """A config field: its TOML key, the parser of its raw value, its default and a one-line doc.
+
+    A `secret` field's value never appears in error messages.
+    """
+    meta = {"key": key, "parse": parse, "doc": doc, "secret": secret}
+    if isinstance(default, Mapping):  # unhashable: dataclasses want a factory (the value is read-only)
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def section(cls: Callable[[], T], doc: str = "") -> Any:
@@ -202,9 +209,80 @@ class DeviceConfig:
         return self.name or socket.gethostname()
 
 
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def parse_names(value: object) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and _NAME_RE.fullmatch(v) for v in value)
+    ):
+        raise _Invalid('want a non-empty list of names made of letters, digits, "_", "." and "-"')
+    return tuple(value)
+
+
+@dataclass(frozen=True, slots=True)
+class AppAuth:
+    """Secrets of one RTMP app: a client passes with `?key=SECRET` or by using a secret as stream key."""
+
+    publish: tuple[str, ...] = ()
+    play: tuple[str, ...] = ()
+
+
+def parse_auth(value: object) -> Mapping[str, AppAuth]:
+    if not isinstance(value, Mapping):
+        raise _Invalid('want a table of apps, like { live = { publish = ["secret"] } }')
+    out: dict[str, AppAuth] = {}
+    for app, table in value.items():
+        if not isinstance(table, Mapping):
+            raise _Invalid(f"{app}: want a table with publish and/or play lists")
+        for key, secrets in table.items():
+            if key not in ("publish", "play"):
+                raise _Invalid(
+                    f"{app}.{key}: unknown key{_hint(str(key), ['publish', 'play'])}; want publish, play"
+                )
+            if not isinstance(secrets, list) or not all(isinstance(x, str) and x for x in secrets):
+                raise _Invalid(f"{app}.{key}: want a list of non-empty strings")
+        out[str(app)] = AppAuth(tuple(table.get("publish", ())), tuple(table.get("play", ())))
+    return MappingProxyType(out)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RtmpConfig:
     listen: Address = setting("listen", parse_address, Address("0.0.0.0", 1935), "RTMP server address")
+    apps: tuple[str, ...] = setting(
+        "apps", parse_names, ("live",), "apps clients may use: rtmp://HOST/APP/KEY"
+    )
+    replace_publisher: bool = setting(
+        "replace_publisher",
+        parse_bool,
+        True,
+        "a new publisher of a live key replaces the old (false: refused)",
+    )
+    max_lag_s: float = setting(
+        "max_lag", positive(parse_duration), 10.0, "a player this far behind the stream is disconnected"
+    )
+    queue: int = setting("queue", integer(64, 100_000), 1024, "media messages a player may have queued")
+    chunk_size: int = setting("chunk_size", integer(128, 0x7FFFFFFF), 4096, "outgoing RTMP chunk size")
+    idle_timeout_s: float = setting(
+        "idle_timeout", positive(parse_duration), 30.0, "a publisher silent this long is disconnected"
+    )
+    max_connections: int = setting(
+        "max_connections", integer(1, 100_000), 1000, "further clients are refused"
+    )
+    auth: Mapping[str, AppAuth] = setting(
+        "auth",
+        parse_auth,
+        MappingProxyType({}),
+        'per-app secrets: { live = { publish = ["s"], play = [] } }',
+        secret=True,
+    )
+
+    def __post_init__(self) -> None:
+        for app in self.auth:
+            if app not in self.apps:
+                raise ConfigError(f"rtmp.auth.{app}: no such app; rtmp.apps = {list(self.apps)}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -298,6 +376,11 @@ def _render(value: object, f: dataclasses.Field[Any]) -> object:
         return _fmt_s(value)
     if isinstance(value, Address | Path):
         return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if f.name == "auth" and isinstance(value, Mapping):
+        # Secrets never leave the process: say how many there are, not what they are.
+        return {app: {"publish": len(a.publish), "play": len(a.play)} for app, a in value.items()}
     return value
 
 
@@ -323,7 +406,8 @@ def _build_section(cls: type[T], name: str, raw: object) -> T:
         try:
             kwargs[f.name] = f.metadata["parse"](value)
         except _Invalid as e:
-            raise ConfigError(f"{name}.{key}={value!r}: {e}") from None
+            shown = "<secret>" if f.metadata["secret"] else repr(value)
+            raise ConfigError(f"{name}.{key}={shown}: {e}") from None
     return cls(**kwargs)
 
 

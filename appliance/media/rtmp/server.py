@@ -1,0 +1,505 @@
+"""The RTMP server: trio driver of `ServerSession`s, publishing into and playing from Buses.
+
+Theory of operation
+-------------------
+One task per connection reads the socket and feeds the session core; a writer task sends whatever the
+core has queued, so every write carries all that accumulated while the previous one was in flight (one
+send per batch, not per chunk). A play runs in a third task: it awaits the Bus subscription and queues
+pre-built chunks on the session. All three touch the core only between awaits, on the trio thread.
+
+Backpressure. A player's output is bounded twice: the Bus queue (overflow drops to the next keyframe)
+and the unsent bytes on the connection (`_HIGH_WATER`): above it the play task stops taking events, so
+the Bus queue fills and drops. A player stuck for `rtmp.max_lag` (the Bus's lag cut-off, or a write that
+does not finish) is disconnected with a log line. Publishers and other players never wait for it.
+
+Every failure is the connection's own: a protocol error, a timeout or a crash in a handler closes that
+connection with a logged reason, and the server keeps serving the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from appliance.bus import (
+    Bus,
+    BusBusyError,
+    BusError,
+    BusRegistry,
+    ProducerEvictedError,
+    SubscriberCutOffError,
+    validate_bus_name,
+)
+from appliance.config import Address, RtmpConfig
+from appliance.log import quote
+from appliance.media.packets import Kind
+from appliance.media.rtmp import events as ev
+from appliance.media.rtmp.errors import RemoteProtocolError
+from appliance.media.rtmp.player import ChunkCache, PlayAdapter, UnsupportedCodecError
+from appliance.media.rtmp.publisher import PublishAdapter, describe_config
+from appliance.media.rtmp.session import ServerSession, State
+
+__all__ = ["ENHANCED_FOURCCS", "RtmpServer", "serve_rtmp"]
+
+log = logging.getLogger("appliance.rtmp")
+
+ENHANCED_FOURCCS = ("avc1", "hvc1", "av01", "vp09")
+_HIGH_WATER = 1 << 20  # unsent bytes per connection above which a play stops taking events
+_RECV = 65536
+_HANDSHAKE_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Meter:
+    """Bytes per second over the last few seconds."""
+
+    window_s: float = 5.0
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    total: int = 0
+
+    def add(self, now: float, size: int) -> None:
+        self.total += size
+        if not self.samples or now - self.samples[-1][0] >= 0.5:
+            self.samples.append((now, self.total))
+            while len(self.samples) > 2 and now - self.samples[1][0] > self.window_s:
+                del self.samples[0]
+
+    def bps(self, now: float) -> int:
+        if len(self.samples) < 2 or now - self.samples[-1][0] > self.window_s:
+            return 0
+        (t0, b0), (t1, b1) = self.samples[0], self.samples[-1]
+        return int((b1 - b0) * 8 / (t1 - t0)) if t1 > t0 else 0
+
+
+class _Client:
+    """One connection: its core, socket and what it publishes or plays."""
+
+    def __init__(self, server: RtmpServer, cid: int, stream: trio.SocketStream, peer: str) -> None:
+        self.server = server
+        self.cid = cid
+        self.stream = stream
+        self.peer = peer
+        cfg = server.cfg
+        self.session = ServerSession(chunk_size=cfg.chunk_size, epoch_ms=int(trio.current_time() * 1000))
+        self.app = ""
+        self.connect_query: Mapping[str, str] = {}
+        self.publishing: dict[int, tuple[str, PublishAdapter]] = {}
+        self.playing: dict[int, trio.CancelScope] = {}
+        self.wake = trio.Event()
+        self.drained = trio.Event()
+        self.in_flight = 0
+        self.closing: str | None = None
+        self.meter = _Meter()
+        self.connected_at = time.time()
+
+    # -- writing --------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        self.wake.set()
+
+    def unsent(self) -> int:
+        return self.in_flight + self.session.pending_bytes
+
+    async def writer(self) -> None:
+        max_lag = self.server.cfg.max_lag_s
+        while True:
+            await self.wake.wait()
+            self.wake = trio.Event()
+            data = self.session.data_to_send()
+            if not data:
+                continue
+            self.in_flight = len(data)
+            try:
+                with trio.fail_after(max_lag):
+                    await self.stream.send_all(data)
+            except trio.TooSlowError:
+                raise _Close(f"write stalled for {max_lag:g}s (peer not reading)") from None
+            self.in_flight = 0
+            self.drained.set()
+            self.drained = trio.Event()
+
+
+class _Close(Exception):
+    """Close this connection, logging `reason`."""
+
+
+class RtmpServer:
+    """Serves RTMP publish and play over the given Buses.
+
+    Args:
+        cfg: The `[rtmp]` config.
+        buses: The process's Bus registry.
+    """
+
+    def __init__(self, cfg: RtmpConfig, buses: BusRegistry) -> None:
+        self.cfg = cfg
+        self.buses = buses
+        self.clients: dict[int, _Client] = {}
+        self._next_cid = 1
+        self._caches: dict[str, ChunkCache] = {}
+        self.publishers: dict[str, _Client] = {}
+        self.bound: list[Address] = []
+
+    async def serve(self, *, task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on `rtmp.listen` and serve until cancelled.
+
+        Raises:
+            OSError: The address can't be bound (the supervisor retries with backoff).
+        """
+        listen = self.cfg.listen
+        host = None if listen.host in ("", "0.0.0.0", "::") else listen.host
+        listeners = await trio.open_tcp_listeners(listen.port, host=host)
+        self.bound = []
+        for listener in listeners:
+            sockname = listener.socket.getsockname()
+            self.bound.append(Address(str(sockname[0]), int(sockname[1])))
+        log.info("rtmp.listening addresses=%s", ",".join(str(a) for a in self.bound))
+        async with trio.open_nursery() as nursery:
+            task_status.started(self.bound)
+            await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+
+    # -- per connection -------------------------------------------------------------------------------
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            peer_addr = stream.socket.getpeername()
+            peer = f"{peer_addr[0]}:{peer_addr[1]}"
+        except OSError:
+            peer = "?"
+        cid = self._next_cid
+        self._next_cid += 1
+        if len(self.clients) >= self.cfg.max_connections:
+            log.warning("rtmp.refused conn=%d peer=%s reason=max_connections", cid, peer)
+            await stream.aclose()
+            return
+        client = _Client(self, cid, stream, peer)
+        self.clients[cid] = client
+        reason = "closed by peer"
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.writer)
+                try:
+                    await self._read_loop(client, nursery)
+                finally:
+                    client.flush()
+                reason = client.closing or reason
+                await self._drain(client)
+                nursery.cancel_scope.cancel()
+        except* _Close as group:
+            reason = str(group.exceptions[0])
+        except* RemoteProtocolError as group:
+            reason = f"protocol error: {group.exceptions[0]}"
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as group:
+            reason = f"connection lost: {group.exceptions[0] or type(group.exceptions[0]).__name__}"
+        except* trio.TooSlowError:
+            reason = "timed out"
+        finally:
+            self._cleanup(client)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+            log.info("rtmp.disconnect conn=%d peer=%s reason=%s", cid, peer, quote(reason))
+
+    async def _drain(self, client: _Client) -> None:
+        # Let an error status reach the client before the socket closes.
+        with trio.move_on_after(1.0):
+            while client.unsent():
+                client.flush()
+                await client.drained.wait()
+
+    async def _read_loop(self, client: _Client, nursery: trio.Nursery) -> None:
+        session = client.session
+        idle = self.cfg.idle_timeout_s
+        while session.state not in (State.CLOSED, State.ERROR) and client.closing is None:
+            timeout = _HANDSHAKE_TIMEOUT_S if session.state is State.HANDSHAKE else idle
+            if client.playing and not client.publishing:
+                timeout = math.inf  # players only send acknowledgements; waiting for a publisher is fine
+            with trio.move_on_after(timeout) as scope:
+                data = await client.stream.receive_some(_RECV)
+            if scope.cancelled_caught:
+                raise _Close(f"no data for {timeout:g}s")
+            for event in session.receive_data(data):
+                self._on_event(client, event, nursery)
+            client.flush()
+
+    def _on_event(self, client: _Client, event: ev.Event, nursery: trio.Nursery) -> None:
+        match event:
+            case ev.MediaReceived():
+                self._on_media(client, event)
+            case ev.DataReceived():
+                entry = client.publishing.get(event.stream_id)
+                if entry is not None:
+                    self._guard(
+                        client,
+                        entry[0],
+                        lambda: entry[1].data(event.name, event.args, event.payload, event.timestamp),
+                    )
+            case ev.ConnectRequested():
+                self._on_connect(client, event)
+            case ev.PublishRequested():
+                self._on_publish(client, event)
+            case ev.PlayRequested():
+                self._on_play(client, event, nursery)
+            case ev.StreamClosed():
+                self._end_stream(client, event.stream_id, event.command)
+            case ev.ConnectionClosed():
+                client.closing = "closed by peer"
+            case ev.HandshakeCompleted():
+                log.debug("rtmp.handshake conn=%d digest=%s", client.cid, event.digest)
+            case _:
+                pass
+
+    def _on_connect(self, client: _Client, event: ev.ConnectRequested) -> None:
+        client.app = event.app
+        client.connect_query = event.query
+        log.info(
+            "rtmp.connect conn=%d peer=%s app=%s flashver=%s fourcc=%s",
+            client.cid,
+            client.peer,
+            quote(event.app),
+            quote(event.flash_ver),
+            ",".join(event.fourcc_list) or "-",
+        )
+        if event.app not in self.cfg.apps:
+            client.session.reject_connect("NetConnection.Connect.InvalidApp", f"no app {event.app!r} here")
+            client.closing = f"unknown app {event.app!r}"
+            return
+        client.session.accept_connect(fourcc_list=ENHANCED_FOURCCS if event.fourcc_list else ())
+
+    def _authorised(self, client: _Client, role: str, name: str, query: Mapping[str, str]) -> bool:
+        auth = self.cfg.auth.get(client.app)
+        secrets = getattr(auth, role, ()) if auth is not None else ()
+        if not secrets:
+            return True
+        offered = {query.get("key"), client.connect_query.get("key"), name}
+        return any(s in offered for s in secrets)
+
+    def _on_publish(self, client: _Client, event: ev.PublishRequested) -> None:
+        session = client.session
+        sid = event.stream_id
+        bus_name = f"{client.app}/{event.name}"
+        shown = _shown_name(client.app, event.name, self._secret_names(client.app))
+        if not self._authorised(client, "publish", event.name, event.query):
+            log.warning("rtmp.publish_refused conn=%d stream=%s reason=unauthorized", client.cid, shown)
+            session.reject(sid, "NetStream.Publish.Denied", "publishing here needs a valid key")
+            client.closing = "publish refused: unauthorized"
+            return
+        try:
+            validate_bus_name(bus_name)
+            bus = self.buses.get_or_create(bus_name)
+            producer = bus.publish(replace=self.cfg.replace_publisher)
+        except BusBusyError:
+            log.warning("rtmp.publish_refused conn=%d stream=%s reason=busy", client.cid, shown)
+            session.reject(sid, "NetStream.Publish.BadName", f"{shown} is already being published")
+            client.closing = "publish refused: stream busy"
+            return
+        except (BusError, ValueError) as exc:
+            log.warning(
+                "rtmp.publish_refused conn=%d stream=%s reason=%s", client.cid, shown, quote(str(exc))
+            )
+            session.reject(sid, "NetStream.Publish.BadName", f"bad stream name: want {client.app}/KEY")
+            client.closing = "publish refused: bad name"
+            return
+        old = self.publishers.get(bus_name)
+        if old is not None and old is not client:
+            log.info("rtmp.publisher_replaced stream=%s old_conn=%d new_conn=%d", shown, old.cid, client.cid)
+        self.publishers[bus_name] = client
+        client.publishing[sid] = (bus_name, PublishAdapter(producer))
+        session.accept_publish(sid, event.name)
+        log.info("rtmp.publish conn=%d peer=%s stream=%s mode=%s", client.cid, client.peer, shown, event.mode)
+
+    def _on_media(self, client: _Client, event: ev.MediaReceived) -> None:
+        entry = client.publishing.get(event.stream_id)
+        if entry is None:
+            return  # media before publish (or after unpublish): nobody to give it to
+        bus_name, adapter = entry
+        client.meter.add(trio.current_time(), len(event.payload))
+        config = self._guard(
+            client, bus_name, lambda: adapter.media(event.type_id, event.timestamp, event.payload)
+        )
+        if config is not None:
+            facts = describe_config(config)
+            log.info(
+                "rtmp.codec conn=%d stream=%s kind=%s %s",
+                client.cid,
+                _shown_name(*bus_name.split("/", 1), self._secret_names(bus_name.split("/", 1)[0])),
+                config.kind.value,
+                " ".join(f"{k}={quote(str(v))}" for k, v in facts.items()),
+            )
+
+    def _guard(self, client: _Client, bus_name: str, call: Any) -> Any:
+        try:
+            return call()
+        except ProducerEvictedError:
+            raise _Close(f"publisher of {bus_name} replaced by a newer one") from None
+        except BusError as exc:
+            raise _Close(f"publish of {bus_name} refused by the bus: {exc}") from None
+
+    def _on_play(self, client: _Client, event: ev.PlayRequested, nursery: trio.Nursery) -> None:
+        session = client.session
+        sid = event.stream_id
+        bus_name = f"{client.app}/{event.name}"
+        shown = _shown_name(client.app, event.name, self._secret_names(client.app))
+        if not self._authorised(client, "play", event.name, event.query):
+            log.warning("rtmp.play_refused conn=%d stream=%s reason=unauthorized", client.cid, shown)
+            session.reject(sid, "NetStream.Play.Failed", "playing here needs a valid key")
+            client.closing = "play refused: unauthorized"
+            return
+        try:
+            validate_bus_name(bus_name)
+        except ValueError:
+            session.reject(sid, "NetStream.Play.StreamNotFound", f"bad stream name: want {client.app}/KEY")
+            client.closing = "play refused: bad name"
+            return
+        if sid in client.playing:
+            client.playing.pop(sid).cancel()
+        scope = trio.CancelScope()
+        client.playing[sid] = scope
+        session.accept_play(sid, event.name)
+        log.info("rtmp.play conn=%d peer=%s stream=%s", client.cid, client.peer, shown)
+        nursery.start_soon(self._play, client, sid, bus_name, event.name, scope)
+
+    async def _play(
+        self, client: _Client, sid: int, bus_name: str, name: str, scope: trio.CancelScope
+    ) -> None:
+        cfg = self.cfg
+        cache = self._caches.get(bus_name)
+        if cache is None:
+            cache = self._caches[bus_name] = ChunkCache()
+        adapter = PlayAdapter(client.session, sid, name, client.session.fourcc_list, cache)
+        bus: Bus = self.buses.get_or_create(bus_name)
+        with (
+            scope,
+            bus.subscribe(
+                max_queue=cfg.queue,
+                max_lag_ms=int(cfg.max_lag_s * 1000),
+                name=f"rtmp:{client.peer}#{client.cid}",
+            ) as sub,
+        ):
+            try:
+                while True:
+                    if client.unsent() > _HIGH_WATER:
+                        with trio.move_on_after(cfg.max_lag_s) as stalled:
+                            while client.unsent() > _HIGH_WATER:
+                                await client.drained.wait()
+                        if stalled.cancelled_caught:
+                            raise _Close(f"player stalled for {cfg.max_lag_s:g}s (not reading)")
+                    event = await sub.receive()
+                    adapter.handle(event)
+                    # Take whatever else is queued before waking the writer: one write per batch.
+                    while client.unsent() <= _HIGH_WATER:
+                        try:
+                            adapter.handle(sub.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                    client.flush()
+            except SubscriberCutOffError as exc:
+                log.warning(
+                    "rtmp.player_cut_off conn=%d peer=%s stream=%s lag_ms=%d",
+                    client.cid,
+                    client.peer,
+                    quote(bus_name),
+                    exc.lag_ms,
+                )
+                raise _Close(f"player fell {exc.lag_ms} ms behind (rtmp.max_lag)") from None
+            except UnsupportedCodecError as exc:
+                log.warning(
+                    "rtmp.play_unsupported conn=%d stream=%s reason=%s",
+                    client.cid,
+                    quote(bus_name),
+                    quote(str(exc)),
+                )
+                client.flush()
+            except trio.EndOfChannel:
+                pass
+
+    def _end_stream(self, client: _Client, sid: int, command: str) -> None:
+        scope = client.playing.pop(sid, None)
+        if scope is not None:
+            scope.cancel()
+        entry = client.publishing.pop(sid, None)
+        if entry is not None:
+            self._unpublish(client, *entry, why=command)
+        if command == "FCUnpublish" and not entry:
+            # FCUnpublish names the stream, not a stream id; end every publish of this connection.
+            for other in list(client.publishing):
+                self._unpublish(client, *client.publishing.pop(other), why=command)
+
+    def _unpublish(self, client: _Client, bus_name: str, adapter: PublishAdapter, *, why: str) -> None:
+        adapter.producer.close()
+        if self.publishers.get(bus_name) is client:
+            del self.publishers[bus_name]
+        log.info("rtmp.unpublish conn=%d stream=%s why=%s", client.cid, quote(bus_name), why)
+
+    def _cleanup(self, client: _Client) -> None:
+        for sid in list(client.publishing):
+            self._unpublish(client, *client.publishing.pop(sid), why="disconnect")
+        for scope in client.playing.values():
+            scope.cancel()
+        client.playing.clear()
+        self.clients.pop(client.cid, None)
+        for name in [n for n in self._caches if n not in self.buses]:
+            del self._caches[name]
+
+    def _secret_names(self, app: str) -> tuple[str, ...]:
+        auth = self.cfg.auth.get(app)
+        return (*auth.publish, *auth.play) if auth is not None else ()
+
+    # -- for the JSON API -----------------------------------------------------------------------------
+
+    def describe_streams(self) -> list[dict[str, object]]:
+        """Every Bus with its publisher, codecs, bitrate and subscribers (the JSON API's view)."""
+        now = trio.current_time()
+        out: list[dict[str, object]] = []
+        for bus in self.buses:
+            snap = bus.snapshot()
+            app, key = bus.name.split("/", 1)
+            item: dict[str, object] = {
+                "name": _shown_name(app, key, self._secret_names(app)),
+                "live": snap.live,
+            }
+            client = self.publishers.get(bus.name)
+            configs = bus.configs
+            item["publisher"] = (
+                {"protocol": "rtmp", "address": client.peer, "since": client.connected_at}
+                if client is not None
+                else None
+            )
+            item["video"] = describe_config(configs[Kind.VIDEO]) if Kind.VIDEO in configs else None
+            item["audio"] = describe_config(configs[Kind.AUDIO]) if Kind.AUDIO in configs else None
+            item["bitrate_bps"] = client.meter.bps(now) if client is not None else 0
+            item["packets_in"] = snap.packets_in
+            item["bytes_in"] = snap.bytes_in
+            item["subscribers"] = [
+                {
+                    "protocol": s.name.split(":", 1)[0] if ":" in s.name else "internal",
+                    "name": s.name,
+                    "delivered": s.delivered,
+                    "dropped": s.dropped,
+                    "lag_ms": s.lag_ms,
+                    "queued": s.queued,
+                }
+                for s in snap.subscribers
+            ]
+            out.append(item)
+        return out
+
+
+def _shown_name(app: str, key: str, secrets: tuple[str, ...]) -> str:
+    # A stream key that is itself a secret must not reach logs or the API.
+    return f"{app}/<secret>" if key in secrets else f"{app}/{key}"
+
+
+async def serve_rtmp(
+    server: RtmpServer, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Supervisor child: run `server` until cancelled."""
+    await trio.lowlevel.checkpoint()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        task_status.started()
