@@ -33,6 +33,7 @@ __all__ = [
     "ConfigError",
     "DeviceConfig",
     "LogConfig",
+    "RecordConfig",
     "RtmpConfig",
     "StateConfig",
     "SupervisorConfig",
@@ -292,6 +293,41 @@ class WebConfig:
     )
 
 
+def parse_streams(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _Invalid('want a list of stream names like ["live/cam"], or ["*"] for every stream')
+    for v in value:
+        if v != "*" and not re.fullmatch(r"[A-Za-z0-9_.-]+/([A-Za-z0-9_.-]+|\*)", v):
+            raise _Invalid(f'{v!r}: want "app/key", "app/*" or "*"')
+    return tuple(value)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecordConfig:
+    streams: tuple[str, ...] = setting(
+        "streams", parse_streams, (), 'streams recorded to FLV: ["live/cam"], ["live/*"] or ["*"]; [] = none'
+    )
+    dir: Path | None = setting("dir", parse_path, None, "where recordings go (default STATE_DIR/recordings)")
+    segment_s: float = setting(
+        "segment", positive(parse_duration), 60.0, "segments are cut at the first keyframe after this"
+    )
+    max_bytes: int = setting(
+        "max_bytes", positive(parse_size), 2 * 1000**3, "oldest recordings are deleted above this total"
+    )
+    max_age_s: float = setting(
+        "max_age", positive(parse_duration), 7 * 86400.0, "recordings older than this go"
+    )
+    min_free_bytes: int = setting(
+        "min_free",
+        positive(parse_size),
+        200 * 1000**2,
+        "recording stops (with a clear status) below this free space",
+    )
+
+    def path(self, state_dir: Path) -> Path:
+        return self.dir if self.dir is not None else state_dir / "recordings"
+
+
 CAPTURE_SOURCES = ("auto", "v4l2", "rpicam", "synthetic", "file", "none")
 
 
@@ -352,6 +388,7 @@ class Config:
     rtmp: RtmpConfig = section(RtmpConfig)
     web: WebConfig = section(WebConfig)
     capture: CaptureConfig = section(CaptureConfig)
+    record: RecordConfig = section(RecordConfig)
     state: StateConfig = section(StateConfig)
     log: LogConfig = section(LogConfig)
     supervisor: SupervisorConfig = section(SupervisorConfig)
@@ -376,6 +413,9 @@ def _render(value: object, f: dataclasses.Field[Any]) -> object:
         return _fmt_s(value)
     if isinstance(value, Address | Path):
         return str(value)
+    if f.name.endswith("bytes") and isinstance(value, int):
+        unit = next(u for u in ("TB", "GB", "MB", "KB", "B") if value % _SIZE_UNITS[u] == 0)
+        return f"{value // _SIZE_UNITS[unit]}{unit}"
     if isinstance(value, tuple):
         return list(value)
     if f.name == "auth" and isinstance(value, Mapping):

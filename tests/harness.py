@@ -100,6 +100,16 @@ class ApplianceProcess:
     def web_url(self, timeout: float = 20.0) -> str:
         return str(self.event("web.listening", timeout)["urls"]).split(",")[0]
 
+    def rtmp_address(self, timeout: float = 20.0) -> tuple[str, int]:
+        """The relay's bound host and port, from its `rtmp.listening` line."""
+        first = str(self.event("rtmp.listening", timeout)["addresses"]).split(",")[0]
+        host, _, port = first.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def rtmp_url(self, path: str, timeout: float = 20.0) -> str:
+        host, port = self.rtmp_address(timeout)
+        return f"rtmp://{host}:{port}/{path}"
+
     def wait_healthy(self, base: str, timeout: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: tuple[int, dict[str, Any]] | None = None

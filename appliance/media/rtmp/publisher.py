@@ -160,7 +160,12 @@ class PublishAdapter:
         self._length_size = record.length_size
         if record.length_size == 4:
             return config
-        return replace(config, data=h264.build_avc_config(list(record.sps), list(record.pps)))
+        try:
+            return replace(config, data=h264.build_avc_config(list(record.sps), list(record.pps)))
+        except ValueError as exc:
+            raise RemoteProtocolError(
+                f"AVC sequence header with {record.length_size}-byte lengths: {exc}"
+            ) from None
 
 
 def _reprefix(packet: Packet, length_size: int) -> Packet:

@@ -95,6 +95,7 @@ class _Client:
         self.drained = trio.Event()
         self.in_flight = 0
         self.closing: str | None = None
+        self.scope: trio.CancelScope | None = None
         self.meter = _Meter()
         self.connected_at = time.time()
 
@@ -102,6 +103,12 @@ class _Client:
 
     def flush(self) -> None:
         self.wake.set()
+
+    def kick(self, reason: str) -> None:
+        """Close this connection from outside its own tasks."""
+        self.closing = reason
+        if self.scope is not None:
+            self.scope.cancel()
 
     def unsent(self) -> int:
         return self.in_flight + self.session.pending_bytes
@@ -183,6 +190,7 @@ class RtmpServer:
         reason = "closed by peer"
         try:
             async with trio.open_nursery() as nursery:
+                client.scope = nursery.cancel_scope
                 nursery.start_soon(client.writer)
                 try:
                     await self._read_loop(client, nursery)
@@ -200,6 +208,8 @@ class RtmpServer:
         except* trio.TooSlowError:
             reason = "timed out"
         finally:
+            if client.closing and reason == "closed by peer":
+                reason = client.closing  # kicked from outside (replaced publisher)
             self._cleanup(client)
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
@@ -308,6 +318,7 @@ class RtmpServer:
         old = self.publishers.get(bus_name)
         if old is not None and old is not client:
             log.info("rtmp.publisher_replaced stream=%s old_conn=%d new_conn=%d", shown, old.cid, client.cid)
+            old.kick(f"publisher replaced by conn {client.cid}")
         self.publishers[bus_name] = client
         client.publishing[sid] = (bus_name, PublishAdapter(producer))
         session.accept_publish(sid, event.name)
@@ -327,7 +338,7 @@ class RtmpServer:
             log.info(
                 "rtmp.codec conn=%d stream=%s kind=%s %s",
                 client.cid,
-                _shown_name(*bus_name.split("/", 1), self._secret_names(bus_name.split("/", 1)[0])),
+                self._shown(bus_name),
                 config.kind.value,
                 " ".join(f"{k}={quote(str(v))}" for k, v in facts.items()),
             )
@@ -445,6 +456,10 @@ class RtmpServer:
         self.clients.pop(client.cid, None)
         for name in [n for n in self._caches if n not in self.buses]:
             del self._caches[name]
+
+    def _shown(self, bus_name: str) -> str:
+        app, _, key = bus_name.partition("/")
+        return _shown_name(app, key, self._secret_names(app))
 
     def _secret_names(self, app: str) -> tuple[str, ...]:
         auth = self.cfg.auth.get(app)
