@@ -250,7 +250,7 @@ class RtmpServer:
                         lambda: entry[1].data(event.name, event.args, event.payload, event.timestamp),
                     )
             case ev.ConnectRequested():
-                self._on_connect(client, event)
+                self._on_connect(client, event, nursery)
             case ev.PublishRequested():
                 self._on_publish(client, event)
             case ev.PlayRequested():
@@ -264,7 +264,7 @@ class RtmpServer:
             case _:
                 pass
 
-    def _on_connect(self, client: _Client, event: ev.ConnectRequested) -> None:
+    def _on_connect(self, client: _Client, event: ev.ConnectRequested, nursery: trio.Nursery) -> None:
         client.app = event.app
         client.connect_query = event.query
         log.info(
@@ -279,7 +279,9 @@ class RtmpServer:
             client.session.reject_connect("NetConnection.Connect.InvalidApp", f"no app {event.app!r} here")
             client.closing = f"unknown app {event.app!r}"
             return
-        client.session.accept_connect(fourcc_list=ENHANCED_FOURCCS if event.fourcc_list else ())
+        held = client.session.accept_connect(fourcc_list=ENHANCED_FOURCCS if event.fourcc_list else ())
+        for later in held:
+            self._on_event(client, later, nursery)
 
     def _authorised(self, client: _Client, role: str, name: str, query: Mapping[str, str]) -> bool:
         auth = self.cfg.auth.get(client.app)

@@ -74,6 +74,7 @@ UC_PING_REQUEST = 6
 UC_PING_RESPONSE = 7
 
 _MAX_STREAMS = 16  # message streams one connection may create
+_MAX_DEFERRED_BYTES = 8 * 1024 * 1024  # what a client may send behind connect before it is answered
 _WRAP = 1 << 32
 _HALF = 1 << 31
 
@@ -374,6 +375,8 @@ class ServerSession(Connection):
         self._handshake = ServerHandshake(rng=rng, epoch_ms=epoch_ms)
         self._window = window_ack_size
         self._connect: ConnectRequested | None = None
+        self._deferred: list[Message] = []  # arrived after connect, before the driver answered it
+        self._deferred_bytes = 0
         self._streams: set[int] = set()
         self._next_stream = 1
         self.fourcc_list: tuple[str, ...] = ()
@@ -419,6 +422,18 @@ class ServerSession(Connection):
         return events
 
     # -- commands from the client ---------------------------------------------------------------------
+
+    def _dispatch(self, msg: Message, events: list[Event]) -> None:
+        if self.state is State.CONNECTING and self._connect is not None:
+            # Clients may pipeline createStream/play behind connect; hold them until it is answered.
+            self._deferred_bytes += len(msg.payload) + 16
+            if self._deferred_bytes > _MAX_DEFERRED_BYTES:
+                raise RemoteProtocolError(
+                    f"more than {_MAX_DEFERRED_BYTES} bytes sent before connect was answered"
+                )
+            self._deferred.append(msg)
+            return
+        super()._dispatch(msg, events)
 
     def _command(
         self, stream_id: int, name: str, tid: float, args: tuple[object, ...], events: list[Event]
@@ -529,14 +544,18 @@ class ServerSession(Connection):
 
     # -- answers from the driver ----------------------------------------------------------------------
 
-    def accept_connect(self, *, fourcc_list: tuple[str, ...] = ()) -> None:
+    def accept_connect(self, *, fourcc_list: tuple[str, ...] = ()) -> list[Event]:
         """Accept the pending connect: window, bandwidth, chunk size, then `_result` Connect.Success.
 
         Args:
             fourcc_list: Enhanced RTMP codecs the server relays, announced back in the result.
 
+        Returns:
+            Events of messages the client sent behind connect without waiting for the answer.
+
         Raises:
             LocalProtocolError: No connect is pending.
+            RemoteProtocolError: One of those held messages is malformed.
         """
         ev = self._pending_connect()
         self.send_window_ack_size(self._window)
@@ -549,11 +568,21 @@ class ServerSession(Connection):
         info["objectEncoding"] = ev.object_encoding
         self.send_command(0, "_result", ev.transaction_id, props, info)
         self.state = State.CONNECTED
+        events: list[Event] = []
+        deferred, self._deferred, self._deferred_bytes = self._deferred, [], 0
+        try:
+            for msg in deferred:
+                self._dispatch(msg, events)
+        except RemoteProtocolError:
+            self.state = State.ERROR
+            raise
+        return events
 
     def reject_connect(self, code: str, description: str) -> None:
         """Refuse the pending connect with `_error` (e.g. NetConnection.Connect.Rejected); then close."""
         ev = self._pending_connect()
         self.send_command(0, "_error", ev.transaction_id, None, _info("error", code, description))
+        self._deferred = []
         self.state = State.CLOSED
 
     def _pending_connect(self) -> ConnectRequested:
