@@ -42,6 +42,7 @@ test-slow: test-deps sync-dev
 	$(PYTEST) -m slow -p no:cacheprovider
 
 bench: sync-dev
+	scripts/install-test-deps && scripts/install-bench-deps
 	@if ls bench/*.py >/dev/null 2>&1; then for b in bench/*.py; do $(VENV)/bin/python $$b || exit 1; done; \
 	else echo "no benchmarks yet: they arrive with the relay issue"; fi
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import json
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
+from appliance.media.rtmp.client import RtmpClient, RtmpUrl
+from appliance.media.rtmp.events import MediaReceived, StatusReceived
 from tests.harness import ApplianceProcess, http_get
 from tests.integration.rtmp_peers import (
     FF,
@@ -323,3 +329,107 @@ def test_api_streams_lists_publisher_codecs_and_players(
     assert stream["bitrate_bps"] > 10_000
     (sub,) = [s for s in stream["subscribers"] if s["protocol"] == "rtmp"]
     assert sub["delivered"] > FPS and sub["lag_ms"] < 2000
+
+
+def test_enhanced_rtmp_hevc_relays_to_players_that_announce_it(
+    relay: ApplianceProcess, tmp_path: Path
+) -> None:
+    ffmpeg = require_command("ffmpeg")  # Debian's 5.1: a legacy player
+    name = key("hevc")
+    url = relay.rtmp_url(f"live/{name}")
+    helper = [sys.executable, "-m", "tests.integration.pyav_rtmp"]
+    modern = subprocess.Popen([*helper, "play", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    legacy = subprocess.Popen([ffmpeg, *FF, "-i", url, "-f", "null", "-"], stderr=subprocess.PIPE)
+    with killing(modern, legacy):
+        relay.wait_for(lambda d: d.get("event") == "rtmp.connect" and "hvc1" in str(d.get("fourcc")))
+        pub = subprocess.run([*helper, "publish", url, "3"], capture_output=True, timeout=60, check=False)
+        assert pub.returncode == 0, pub.stderr.decode()
+        out, err = modern.communicate(timeout=30)
+        _, legacy_err = legacy.communicate(timeout=30)
+    got = json.loads(out)
+    assert got["codec"] == "hevc" and (got["width"], got["height"]) == (320, 240), err.decode()
+    assert got["frames"] >= 3 * FPS - 5 and got["keyframes"] >= 3
+    assert "needs Enhanced RTMP" in legacy_err.decode()
+    codec = relay.event("rtmp.codec", stream=f"live/{name}", kind="video")
+    assert codec["codec"] == "hevc" and codec["profile"] == "Main"
+
+
+async def test_publisher_killed_players_get_unpublish_notify_and_resume(
+    relay: ApplianceProcess, tmp_path: Path
+) -> None:
+    name = key("killed")
+    host, port = relay.rtmp_address()
+    player = await RtmpClient.connect(RtmpUrl(host, port, "live", name))
+    try:
+        await player.play(name)
+        cmd = ffmpeg_publisher(relay.rtmp_url(f"live/{name}"), 60)
+        codes: list[str] = []
+        stamps: list[int] = []
+        for round_ in range(2):
+            pub = start(cmd, tmp_path / f"pub{round_}.log")
+            with killing(pub):
+                with trio.fail_after(20):
+                    frames = 0
+                    while frames < FPS:  # a second of video from this publisher
+                        event = await player.next_event()
+                        if isinstance(event, StatusReceived):
+                            codes.append(event.code)
+                        elif (
+                            isinstance(event, MediaReceived) and event.type_id == 9 and event.payload[1] == 1
+                        ):
+                            stamps.append(event.timestamp)
+                            frames += 1
+                pub.kill()  # SIGKILL: no FCUnpublish, no deleteStream, just a dead socket
+                pub.wait()
+                with trio.fail_after(10):
+                    while not codes or codes[-1] != "NetStream.Play.UnpublishNotify":
+                        event = await player.next_event()
+                        if isinstance(event, StatusReceived):
+                            codes.append(event.code)
+        assert codes.count("NetStream.Play.UnpublishNotify") == 2
+        assert "NetStream.Play.PublishNotify" in codes
+        assert stamps == sorted(stamps), "timestamps went backwards across the republish"
+    finally:
+        await player.aclose()
+
+
+async def test_slow_player_is_cut_off_while_others_keep_full_frame_rate(
+    relay: ApplianceProcess, tmp_path: Path
+) -> None:
+    ffmpeg = require_command("ffmpeg")
+    name = key("slow")
+    url = relay.rtmp_url(f"live/{name}")
+    host, port = relay.rtmp_address()
+    seconds = 12
+    # ~16 Mbit/s so that the stalled player's socket buffers fill within a few seconds.
+    heavy = (
+        "-b:v",
+        "16M",
+        "-minrate",
+        "16M",
+        "-maxrate",
+        "16M",
+        "-bufsize",
+        "4M",
+        "-x264-params",
+        "nal-hrd=cbr",
+    )
+    out = tmp_path / "fast.flv"
+    fast = start([ffmpeg, *FF, "-i", url, "-c", "copy", "-f", "flv", str(out)], tmp_path / "fast.log")
+    slow = await RtmpClient.connect(RtmpUrl(host, port, "live", name))
+    slow.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        with killing(fast):
+            await slow.play(name)  # and never read again
+            pub = start(
+                ffmpeg_publisher(url, seconds, gop=FPS, size="640x360", extra=heavy), tmp_path / "pub.log"
+            )
+            with killing(pub):
+                await trio.to_thread.run_sync(pub.wait)
+            await trio.to_thread.run_sync(fast.wait)
+    finally:
+        await slow.aclose()
+    reasons = [str(d.get("reason")) for d in relay.lines if d.get("event") == "rtmp.disconnect"]
+    assert any("behind" in r or "stalled" in r for r in reasons), reasons
+    frames = video_frames(out)
+    assert frames >= seconds * FPS - FPS, f"the fast player got {frames} of {seconds * FPS} frames"

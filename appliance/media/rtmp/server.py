@@ -18,6 +18,7 @@ connection with a logged reason, and the server keeps serving the rest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -197,7 +198,10 @@ class RtmpServer:
                 finally:
                     client.flush()
                 reason = client.closing or reason
-                await self._drain(client)
+                with trio.move_on_after(1.0):  # let a refusal's status reach the client
+                    while client.unsent():
+                        client.flush()
+                        await client.drained.wait()
                 nursery.cancel_scope.cancel()
         except* _Close as group:
             reason = str(group.exceptions[0])
@@ -212,15 +216,19 @@ class RtmpServer:
                 reason = client.closing  # kicked from outside (replaced publisher)
             self._cleanup(client)
             with trio.CancelScope(shield=True):
+                if client.in_flight == 0 and not reason.startswith("connection lost"):
+                    await self._last_words(client)
                 await trio.aclose_forcefully(stream)
             log.info("rtmp.disconnect conn=%d peer=%s reason=%s", cid, peer, quote(reason))
 
-    async def _drain(self, client: _Client) -> None:
-        # Let an error status reach the client before the socket closes.
-        with trio.move_on_after(1.0):
-            while client.unsent():
-                client.flush()
-                await client.drained.wait()
+    async def _last_words(self, client: _Client) -> None:
+        # An error status (refused publish, unsupported codec) should reach the client before we close.
+        data = client.session.data_to_send()
+        if not data or len(data) > _HIGH_WATER:
+            return
+        lost = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError)
+        with trio.move_on_after(1.0), contextlib.suppress(*lost):
+            await client.stream.send_all(data)
 
     async def _read_loop(self, client: _Client, nursery: trio.Nursery) -> None:
         session = client.session
@@ -427,7 +435,7 @@ class RtmpServer:
                     quote(bus_name),
                     quote(str(exc)),
                 )
-                client.flush()
+                client.kick(f"play refused: {exc}")
             except trio.EndOfChannel:
                 pass
 
