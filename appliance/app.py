@@ -30,6 +30,7 @@ from appliance import log as applog
 from appliance.bus import BusRegistry
 from appliance.config import Config, ConfigError, changed_sections, load_file
 from appliance.log import quote
+from appliance.media.recorder import Recorder
 from appliance.media.rtmp.server import RtmpServer, serve_rtmp
 from appliance.supervisor import (
     Backoff,
@@ -87,6 +88,7 @@ class Appliance:
         self.children: list[ChildDef] = [
             ChildDef(name="web", sections=frozenset({"web"}), build=self._web_spec),
             ChildDef(name="relay", sections=frozenset({"rtmp"}), build=self._relay_spec),
+            ChildDef(name="recorder", sections=frozenset({"record"}), build=self._recorder_spec),
             ChildDef(
                 name="egress",
                 sections=frozenset(),
@@ -103,6 +105,7 @@ class Appliance:
         )
         self._reload_lock = trio.Lock()
         self.relay: RtmpServer | None = None
+        self.recorder: Recorder | None = None
         self.routes.add_route("/api/streams", self._api_streams, methods=["GET"], owner="relay")
 
     # -- child specs ---------------------------------------------------------------------------
@@ -130,6 +133,14 @@ class Appliance:
             grace_s=cfg.supervisor.critical_grace_s,
             shutdown_s=cfg.supervisor.shutdown_s,
         )
+
+    def _recorder_spec(self, cfg: Config) -> ChildSpec:
+        async def run_recorder(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            # Not critical: a full or broken disk stops recordings, never the relay or the health check.
+            self.recorder = Recorder(cfg.record, self.state_dir, self.buses)
+            await self.recorder.run(task_status=task_status)
+
+        return ChildSpec(name="recorder", factory=run_recorder, shutdown_s=cfg.supervisor.shutdown_s)
 
     async def _api_streams(self, request: Request) -> Response:
         relay = self.relay

@@ -2,15 +2,19 @@
 
 Theory of operation
 -------------------
-One task per connection reads the socket and feeds the session core; a writer task sends whatever the
-core has queued, so every write carries all that accumulated while the previous one was in flight (one
-send per batch, not per chunk). A play runs in a third task: it awaits the Bus subscription and queues
-pre-built chunks on the session. All three touch the core only between awaits, on the trio thread.
+One task per connection reads the socket and feeds the session core; a play runs in a second task that
+awaits the Bus subscription and queues pre-built chunks on the session. Both touch the core only between
+awaits, on the trio thread. Whichever of them queued something then sends (`_Client.pump`): if the other
+is already sending, it returns at once and the sender picks the new bytes up with its next write, so every
+write carries all that accumulated while the previous one was in flight (one send per batch, not per
+chunk, and no extra task switch per message: profiling showed a writer task and a per-write timeout
+scope cost more than the sends themselves).
 
 Backpressure. A player's output is bounded twice: the Bus queue (overflow drops to the next keyframe)
 and the unsent bytes on the connection (`_HIGH_WATER`): above it the play task stops taking events, so
 the Bus queue fills and drops. A player stuck for `rtmp.max_lag` (the Bus's lag cut-off, or a write that
-does not finish) is disconnected with a log line. Publishers and other players never wait for it.
+does not finish, which one reaper task checks every second for all connections) is disconnected with a
+log line. Publishers and other players never wait for it.
 
 Every failure is the connection's own: a protocol error, a timeout or a crash in a handler closes that
 connection with a logged reason, and the server keeps serving the rest.
@@ -92,18 +96,16 @@ class _Client:
         self.connect_query: Mapping[str, str] = {}
         self.publishing: dict[int, tuple[str, PublishAdapter]] = {}
         self.playing: dict[int, trio.CancelScope] = {}
-        self.wake = trio.Event()
         self.drained = trio.Event()
         self.in_flight = 0
+        self.sending = False
+        self.send_started = 0.0
         self.closing: str | None = None
         self.scope: trio.CancelScope | None = None
         self.meter = _Meter()
         self.connected_at = time.time()
 
     # -- writing --------------------------------------------------------------------------------------
-
-    def flush(self) -> None:
-        self.wake.set()
 
     def kick(self, reason: str) -> None:
         """Close this connection from outside its own tasks."""
@@ -114,23 +116,21 @@ class _Client:
     def unsent(self) -> int:
         return self.in_flight + self.session.pending_bytes
 
-    async def writer(self) -> None:
-        max_lag = self.server.cfg.max_lag_s
-        while True:
-            await self.wake.wait()
-            self.wake = trio.Event()
-            data = self.session.data_to_send()
-            if not data:
-                continue
-            self.in_flight = len(data)
-            try:
-                with trio.fail_after(max_lag):
-                    await self.stream.send_all(data)
-            except trio.TooSlowError:
-                raise _Close(f"write stalled for {max_lag:g}s (peer not reading)") from None
-            self.in_flight = 0
-            self.drained.set()
-            self.drained = trio.Event()
+    async def pump(self) -> None:
+        """Send what the core has queued, unless another task is sending (it will take it along)."""
+        if self.sending:
+            return
+        self.sending = True
+        try:
+            while data := self.session.data_to_send():
+                self.in_flight = len(data)
+                self.send_started = trio.current_time()
+                await self.stream.send_all(data)
+                self.in_flight = 0
+                self.drained.set()
+                self.drained = trio.Event()
+        finally:
+            self.sending = False
 
 
 class _Close(Exception):
@@ -169,8 +169,19 @@ class RtmpServer:
             self.bound.append(Address(str(sockname[0]), int(sockname[1])))
         log.info("rtmp.listening addresses=%s", ",".join(str(a) for a in self.bound))
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._reap_stalled)
             task_status.started(self.bound)
             await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+
+    async def _reap_stalled(self) -> None:
+        # One timer for every connection's writes instead of a timeout scope per write.
+        max_lag = self.cfg.max_lag_s
+        while True:
+            await trio.sleep(min(1.0, max_lag / 2))
+            now = trio.current_time()
+            for client in list(self.clients.values()):
+                if client.in_flight and now - client.send_started > max_lag:
+                    client.kick(f"write stalled for {max_lag:g}s (peer not reading)")
 
     # -- per connection -------------------------------------------------------------------------------
 
@@ -192,16 +203,14 @@ class RtmpServer:
         try:
             async with trio.open_nursery() as nursery:
                 client.scope = nursery.cancel_scope
-                nursery.start_soon(client.writer)
-                try:
-                    await self._read_loop(client, nursery)
-                finally:
-                    client.flush()
+                await self._read_loop(client, nursery)
                 reason = client.closing or reason
                 with trio.move_on_after(1.0):  # let a refusal's status reach the client
                     while client.unsent():
-                        client.flush()
-                        await client.drained.wait()
+                        if client.sending:
+                            await client.drained.wait()
+                        else:
+                            await client.pump()
                 nursery.cancel_scope.cancel()
         except* _Close as group:
             reason = str(group.exceptions[0])
@@ -237,13 +246,16 @@ class RtmpServer:
             timeout = _HANDSHAKE_TIMEOUT_S if session.state is State.HANDSHAKE else idle
             if client.playing and not client.publishing:
                 timeout = math.inf  # players only send acknowledgements; waiting for a publisher is fine
-            with trio.move_on_after(timeout) as scope:
+            if timeout == math.inf:
                 data = await client.stream.receive_some(_RECV)
-            if scope.cancelled_caught:
-                raise _Close(f"no data for {timeout:g}s")
+            else:
+                with trio.move_on_after(timeout) as scope:
+                    data = await client.stream.receive_some(_RECV)
+                if scope.cancelled_caught:
+                    raise _Close(f"no data for {timeout:g}s")
             for event in session.receive_data(data):
                 self._on_event(client, event, nursery)
-            client.flush()
+            await client.pump()
 
     def _on_event(self, client: _Client, event: ev.Event, nursery: trio.Nursery) -> None:
         match event:
@@ -412,13 +424,13 @@ class RtmpServer:
                             raise _Close(f"player stalled for {cfg.max_lag_s:g}s (not reading)")
                     event = await sub.receive()
                     adapter.handle(event)
-                    # Take whatever else is queued before waking the writer: one write per batch.
+                    # Take whatever else is queued before sending: one write per batch.
                     while client.unsent() <= _HIGH_WATER:
                         try:
                             adapter.handle(sub.receive_nowait())
                         except trio.WouldBlock:
                             break
-                    client.flush()
+                    await client.pump()
             except SubscriberCutOffError as exc:
                 log.warning(
                     "rtmp.player_cut_off conn=%d peer=%s stream=%s lag_ms=%d",
