@@ -25,7 +25,9 @@ from appliance.media.packets import CodecConfig, Kind
 from appliance.media.rtmp.chunk import MessageType, encode_message
 from appliance.media.rtmp.session import CSID_AUDIO, CSID_STREAM, CSID_VIDEO, Connection
 
-__all__ = ["ChunkCache", "PlayAdapter", "UnsupportedCodecError"]
+__all__ = ["AUDIO_HOLD_MS", "ChunkCache", "PlayAdapter", "UnsupportedCodecError"]
+
+AUDIO_HOLD_MS = 40
 
 
 class UnsupportedCodecError(Exception):
@@ -110,6 +112,25 @@ class PlayAdapter:
         self._ever_live = False
         self.bytes_out = 0
         self.messages_out = 0
+        self._urgent = False  # something other than audio is queued since the last send
+        self._held_audio_from: int | None = None  # dts of the first audio packet held back
+
+    def flush_due(self) -> bool:
+        """Whether what is queued should be sent now.
+
+        Audio alone is held until `AUDIO_HOLD_MS` of it (by timestamp) is queued or anything else comes:
+        sends then carry audio together with the next video frame, which halves the writes of a typical
+        30 fps + AAC stream (about 77 messages a second, 30 of them video) at no cost in video latency
+        and at most `AUDIO_HOLD_MS` of audio delay. Players keep sync by timestamps, not arrival times.
+        """
+        return self._urgent or (
+            self._held_audio_from is not None and self._last_ts - self._held_audio_from >= AUDIO_HOLD_MS
+        )
+
+    def flushed(self) -> None:
+        """Tell the adapter its queued messages were handed to the socket."""
+        self._urgent = False
+        self._held_audio_from = None
 
     def handle(self, event: BusEvent) -> None:
         """Queue what `event` means for the player.
@@ -123,10 +144,17 @@ class PlayAdapter:
             packet = event.packet
             data = self._cache.chunks(event, s.out_chunk_size, self._stream_id, self._audio)
             self._last_ts = packet.dts_ms
+            if packet.kind is Kind.AUDIO:
+                if self._held_audio_from is None:
+                    self._held_audio_from = packet.dts_ms
+            else:
+                self._urgent = True
             s.send_raw(data)
             self.bytes_out += len(data)
             self.messages_out += 1
-        elif isinstance(event, ConfigChanged):
+        else:
+            self._urgent = True
+        if isinstance(event, ConfigChanged):
             self._config(event.config)
         elif isinstance(event, MetadataChanged):
             body = flv.metadata_body(event.metadata)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,6 +102,9 @@ class _Client:
         self.in_flight = 0
         self.sending = False
         self.send_started = 0.0
+        # A second handle on the same socket for non-blocking sends (MSG_DONTWAIT: the descriptor's own
+        # flags, which trio owns, are never touched). Closed with the connection.
+        self.raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
         self.closing: str | None = None
         self.scope: trio.CancelScope | None = None
         self.meter = _Meter()
@@ -123,10 +128,18 @@ class _Client:
         self.sending = True
         try:
             while data := self.session.data_to_send():
-                self.in_flight = len(data)
-                self.send_started = trio.current_time()
-                await self.stream.send_all(data)
-                self.in_flight = 0
+                # Fast path: the kernel usually takes it all at once, without trio's send machinery.
+                try:
+                    sent = self.raw.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"send failed: {exc}") from None
+                if sent < len(data):
+                    self.in_flight = len(data) - sent
+                    self.send_started = trio.current_time()
+                    await self.stream.send_all(memoryview(data)[sent:])
+                    self.in_flight = 0
                 self.drained.set()
                 self.drained = trio.Event()
         finally:
@@ -224,6 +237,7 @@ class RtmpServer:
             if client.closing and reason == "closed by peer":
                 reason = client.closing  # kicked from outside (replaced publisher)
             self._cleanup(client)
+            client.raw.close()
             with trio.CancelScope(shield=True):
                 if client.in_flight == 0 and not reason.startswith("connection lost"):
                     await self._last_words(client)
@@ -430,7 +444,9 @@ class RtmpServer:
                             adapter.handle(sub.receive_nowait())
                         except trio.WouldBlock:
                             break
-                    await client.pump()
+                    if adapter.flush_due() or client.unsent() > _HIGH_WATER:
+                        adapter.flushed()
+                        await client.pump()
             except SubscriberCutOffError as exc:
                 log.warning(
                     "rtmp.player_cut_off conn=%d peer=%s stream=%s lag_ms=%d",
