@@ -56,7 +56,7 @@ it sent its own.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
 
 from appliance.media.bus_events import (
@@ -274,6 +274,7 @@ class Bus:
         self._keyframes = 0
         self._discarded = 0
         self._clamped = 0
+        self._listeners: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"<Bus {self._name!r} live={self.live} subscribers={len(self._subs)}>"
@@ -355,6 +356,7 @@ class Bus:
         self._producers += 1
         for sub in tuple(self._subs):
             sub._on_producer_joined()
+        self._notify()
         return producer
 
     def subscribe(self, *, max_queue: int = 512, max_lag_ms: int = 10_000, name: str = "") -> Subscription:
@@ -404,6 +406,23 @@ class Bus:
                     sub._push(event)
         return sub
 
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` (synchronously, on the producer's side) after events reach the subscribers.
+
+        For consumers that serve many subscriptions from one task (the RTMP fan-out): one wake-up per
+        packet for all of them instead of one per subscription. The callback must not raise or block.
+        """
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        """Stop calling `callback`; a callback not added is ignored."""
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def _notify(self) -> None:
+        for callback in self._listeners:
+            callback()
+
     def snapshot(self) -> BusSnapshot:
         """Return the Bus's state and every subscriber's stats.
 
@@ -439,6 +458,7 @@ class Bus:
         self._subs.clear()
         for sub in subs:
             sub._end()
+        self._notify()
         self._leave_registry()
 
     # The producer's and subscribers' side.
@@ -472,6 +492,7 @@ class Bus:
         for sub in tuple(self._subs):
             sub._push(event)
         self._producer = None
+        self._notify()
 
     def _on_producer_closed(self, producer: Producer) -> None:
         if self._producer is producer:
@@ -484,6 +505,7 @@ class Bus:
         event = MetadataChanged(metadata=metadata)
         for sub in tuple(self._subs):
             sub._push(event)
+        self._notify()
 
     def _on_config(self, producer: Producer, config: CodecConfig) -> None:
         previous = producer._configs.get(config.kind)
@@ -499,6 +521,7 @@ class Bus:
             producer._video_started = False  # a new codec cannot continue the old one's GOP
         for sub in tuple(self._subs):
             sub._push(event)
+        self._notify()
 
     def _on_packet(self, producer: Producer, packet: Packet) -> None:
         kind = packet.kind
@@ -541,6 +564,7 @@ class Bus:
         self._gop_add(event, video_mode)
         for sub in tuple(self._subs):
             sub._offer(event, video_mode)
+        self._notify()
 
     def _gop_add(self, event: PacketReceived, video_mode: bool) -> None:
         packet = event.packet

@@ -118,7 +118,8 @@ class ApplianceProcess:
                 last = http_get(base + "/api/health", timeout=2)
             except OSError:
                 last = None
-            if last and last[0] == 200:
+            # 200 comes as soon as the critical children are up; wait for the rest to finish starting too.
+            if last and last[0] == 200 and not last[1].get("degraded"):
                 return last[1]
             time.sleep(0.05)
         raise AssertionError(f"/api/health never became 200 (last: {last}):\n{self.log_text()}")

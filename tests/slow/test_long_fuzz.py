@@ -1,4 +1,4 @@
-"""Long fuzzing: the property tests of the Bus, packets and supervisor with 20x the examples, random seeds."""
+"""Long fuzzing: the property tests (Bus, packets, supervisor, RTMP and media parsers) at 20x, random seeds."""
 
 from __future__ import annotations
 
@@ -14,6 +14,17 @@ PROPERTY_TESTS = [
     "tests/unit/test_bus.py",
     "tests/unit/test_packets.py",
     "tests/unit/test_supervisor_properties.py",
+    "tests/unit/test_rtmp_chunk.py",
+    "tests/unit/test_rtmp_fuzz.py",
+    "tests/unit/test_rtmp_session.py",
+    "tests/unit/test_rtmp_amf0.py",
+    "tests/unit/test_rtmp_amf3.py",
+    "tests/unit/test_rtmp_handshake.py",
+    "tests/unit/test_flv.py",
+    "tests/unit/test_flv_file.py",
+    "tests/unit/test_h264.py",
+    "tests/unit/test_hevc.py",
+    "tests/unit/test_aac.py",
 ]
 
 

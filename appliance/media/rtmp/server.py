@@ -48,6 +48,7 @@ from appliance.log import quote
 from appliance.media.packets import Kind
 from appliance.media.rtmp import events as ev
 from appliance.media.rtmp.errors import RemoteProtocolError
+from appliance.media.rtmp.fanout import FanOut, Play
 from appliance.media.rtmp.player import ChunkCache, PlayAdapter, UnsupportedCodecError
 from appliance.media.rtmp.publisher import PublishAdapter, describe_config
 from appliance.media.rtmp.session import ServerSession, State
@@ -102,6 +103,7 @@ class _Client:
         self.in_flight = 0
         self.sending = False
         self.send_started = 0.0
+        self.backlog = memoryview(b"")  # what a non-blocking send left over
         # A second handle on the same socket for non-blocking sends (MSG_DONTWAIT: the descriptor's own
         # flags, which trio owns, are never touched). Closed with the connection.
         self.raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
@@ -119,7 +121,27 @@ class _Client:
             self.scope.cancel()
 
     def unsent(self) -> int:
-        return self.in_flight + self.session.pending_bytes
+        return self.in_flight + len(self.backlog) + self.session.pending_bytes
+
+    def send_now(self) -> bool:
+        """Write what is queued without waiting; False when some of it is left for `pump()`."""
+        return not self.sending and self._try_send()
+
+    def _try_send(self) -> bool:
+        if not self.backlog:
+            data = self.session.data_to_send()
+            if not data:
+                return True
+            try:
+                sent = self.raw.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # pump() will meet the same error through trio and close the connection
+            if sent == len(data):
+                return True
+            self.backlog = memoryview(data)[sent:]
+        return False
 
     async def pump(self) -> None:
         """Send what the core has queued, unless another task is sending (it will take it along)."""
@@ -127,23 +149,24 @@ class _Client:
             return
         self.sending = True
         try:
-            while data := self.session.data_to_send():
-                # Fast path: the kernel usually takes it all at once, without trio's send machinery.
-                try:
-                    sent = self.raw.send(data, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    raise trio.BrokenResourceError(f"send failed: {exc}") from None
-                if sent < len(data):
-                    self.in_flight = len(data) - sent
-                    self.send_started = trio.current_time()
-                    await self.stream.send_all(memoryview(data)[sent:])
-                    self.in_flight = 0
-                self.drained.set()
-                self.drained = trio.Event()
+            while True:
+                if self.backlog:
+                    data, self.backlog = self.backlog, memoryview(b"")
+                    await self._send(data)
+                if self._try_send():
+                    break
         finally:
             self.sending = False
+            self.drained.set()
+            self.drained = trio.Event()
+
+    async def _send(self, data: memoryview) -> None:
+        self.in_flight = len(data)
+        self.send_started = trio.current_time()
+        try:
+            await self.stream.send_all(data)
+        finally:
+            self.in_flight = 0
 
 
 class _Close(Exception):
@@ -164,6 +187,8 @@ class RtmpServer:
         self.clients: dict[int, _Client] = {}
         self._next_cid = 1
         self._caches: dict[str, ChunkCache] = {}
+        self._fanouts: dict[str, FanOut] = {}
+        self._nursery: trio.Nursery | None = None
         self.publishers: dict[str, _Client] = {}
         self.bound: list[Address] = []
 
@@ -182,6 +207,7 @@ class RtmpServer:
             self.bound.append(Address(str(sockname[0]), int(sockname[1])))
         log.info("rtmp.listening addresses=%s", ",".join(str(a) for a in self.bound))
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._reap_stalled)
             task_status.started(self.bound)
             await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
@@ -428,25 +454,19 @@ class RtmpServer:
                 name=f"rtmp:{client.peer}#{client.cid}",
             ) as sub,
         ):
+            play = Play(client, sub, adapter, _HIGH_WATER)
+            fanout = self._fanout(bus_name, bus)
+            fanout.add(play)
             try:
+                # The fan-out serves this play; this task only finishes writes the socket did not take at
+                # once, and ends the play when the fan-out says why.
                 while True:
-                    if client.unsent() > _HIGH_WATER:
-                        with trio.move_on_after(cfg.max_lag_s) as stalled:
-                            while client.unsent() > _HIGH_WATER:
-                                await client.drained.wait()
-                        if stalled.cancelled_caught:
-                            raise _Close(f"player stalled for {cfg.max_lag_s:g}s (not reading)")
-                    event = await sub.receive()
-                    adapter.handle(event)
-                    # Take whatever else is queued before sending: one write per batch.
-                    while client.unsent() <= _HIGH_WATER:
-                        try:
-                            adapter.handle(sub.receive_nowait())
-                        except trio.WouldBlock:
-                            break
-                    if adapter.flush_due() or client.unsent() > _HIGH_WATER:
-                        adapter.flushed()
-                        await client.pump()
+                    await play.needs_task.wait()
+                    play.needs_task = trio.Event()
+                    if play.error is not None:
+                        raise play.error
+                    await client.pump()
+                    fanout.wake.set()
             except SubscriberCutOffError as exc:
                 log.warning(
                     "rtmp.player_cut_off conn=%d peer=%s stream=%s lag_ms=%d",
@@ -466,6 +486,20 @@ class RtmpServer:
                 client.kick(f"play refused: {exc}")
             except trio.EndOfChannel:
                 pass
+            finally:
+                fanout.remove(play)
+
+    def _fanout(self, bus_name: str, bus: Bus) -> FanOut:
+        fanout = self._fanouts.get(bus_name)
+        if fanout is None or fanout.bus is not bus:
+            fanout = self._fanouts[bus_name] = FanOut(bus, lambda: self._fanout_done(bus_name, fanout))
+            assert self._nursery is not None
+            self._nursery.start_soon(fanout.run)
+        return fanout
+
+    def _fanout_done(self, bus_name: str, fanout: FanOut | None) -> None:
+        if self._fanouts.get(bus_name) is fanout:
+            del self._fanouts[bus_name]
 
     def _end_stream(self, client: _Client, sid: int, command: str) -> None:
         scope = client.playing.pop(sid, None)
