@@ -164,6 +164,20 @@ async def test_player_waits_for_publisher_and_gets_headers_then_frames() -> None
         assert got[2][1:] == (1000, frame(1000, key=True))
 
 
+async def test_players_share_the_chunks_built_once_per_packet() -> None:
+    async with running() as env:
+        players = [await env.connect("live/share") for _ in range(3)]
+        for p in players:
+            await p.play("share")
+        pub = await Publisher.open(env, "live/share")
+        await pub.gop(0)
+        for p in players:
+            await until(p, lambda e: isinstance(e, MediaReceived) and e.type_id == 8 and e.timestamp == 360)
+        cache = env.server._caches["live/share"]
+        assert cache.misses == 20  # 10 video + 10 audio packets, each built once
+        assert cache.hits == 2 * cache.misses
+
+
 async def test_late_joiner_starts_at_the_cached_keyframe() -> None:
     async with running() as env:
         pub = await Publisher.open(env, "live/b")

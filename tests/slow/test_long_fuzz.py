@@ -1,4 +1,4 @@
-"""Long fuzzing: the property tests (Bus, packets, supervisor, RTMP and media parsers) at 20x, random seeds."""
+"""Long fuzzing: the property tests (Bus, packets, supervisor, RTMP, media parsers) at 20x, random seeds."""
 
 from __future__ import annotations
 

@@ -950,3 +950,29 @@ class BusMachine(RuleBasedStateMachine):
 
 BusMachine.TestCase.settings = settings(max_examples=examples(150), stateful_step_count=40, deadline=None)
 TestBusMachine = BusMachine.TestCase
+
+
+def test_listeners_are_called_after_every_delivery_and_can_be_removed() -> None:
+    from appliance.bus import Bus
+    from appliance.media.packets import Codec, CodecConfig, Kind, Packet
+
+    bus = Bus("live/listen")
+    calls: list[int] = []
+
+    def listener() -> None:
+        calls.append(len(calls))
+
+    bus.add_listener(listener)
+    sub = bus.subscribe()
+    producer = bus.publish()  # ProducerJoined
+    producer.send_config(CodecConfig(kind=Kind.AUDIO, codec=Codec.AAC, data=b"\x12\x10"))
+    producer.send_metadata({"a": 1})
+    producer.send_packet(
+        Packet(kind=Kind.AUDIO, codec=Codec.AAC, payload=b"x", pts_ms=0, dts_ms=0, keyframe=True)
+    )
+    assert len(calls) == 4
+    assert sub.stats().queued == 4  # ...and the events were there when the listener ran
+    bus.remove_listener(listener)
+    bus.remove_listener(listener)  # absent: ignored
+    producer.close()
+    assert len(calls) == 4

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from appliance.bus import Bus, SubscriberCutOffError, Subscription
-from appliance.media.rtmp.player import PlayAdapter, UnsupportedCodecError
+from appliance.media.rtmp.player import AUDIO_HOLD_MS, PlayAdapter, UnsupportedCodecError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,19 +89,27 @@ class FanOut:
 
     async def run(self) -> None:
         """Serve until the last play leaves."""
+        hold_s = AUDIO_HOLD_MS / 1000
         try:
             while True:
-                await self.wake.wait()
+                force = False
+                if any(play.adapter.holding for play in self.plays):
+                    # Held audio goes out with the next event, or after AUDIO_HOLD_MS if none comes.
+                    with trio.move_on_after(hold_s) as timer:
+                        await self.wake.wait()
+                    force = timer.cancelled_caught
+                else:
+                    await self.wake.wait()
                 self.wake = trio.Event()
                 if not self.plays:
                     return
                 for play in list(self.plays):
-                    self._serve(play)
+                    self._serve(play, force)
         finally:
             self.bus.remove_listener(self._listener)
             self._on_exit()
 
-    def _serve(self, play: Play) -> None:
+    def _serve(self, play: Play, force: bool) -> None:
         sender = play.sender
         if play.error is not None or sender.sending:
             return  # its own task is on it and wakes us when done
@@ -118,7 +126,7 @@ class FanOut:
             play.error = exc
             play.needs_task.set()
             return
-        if adapter.flush_due() or sender.unsent() > play.high_water:
+        if force or adapter.flush_due() or sender.unsent() > play.high_water:
             adapter.flushed()
             if not sender.send_now():
                 play.needs_task.set()

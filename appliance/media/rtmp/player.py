@@ -127,6 +127,11 @@ class PlayAdapter:
             self._held_audio_from is not None and self._last_ts - self._held_audio_from >= AUDIO_HOLD_MS
         )
 
+    @property
+    def holding(self) -> bool:
+        """Whether audio is queued and held back (the fan-out sends it after `AUDIO_HOLD_MS` anyway)."""
+        return self._held_audio_from is not None
+
     def flushed(self) -> None:
         """Tell the adapter its queued messages were handed to the socket."""
         self._urgent = False
