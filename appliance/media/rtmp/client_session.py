@@ -19,14 +19,8 @@ from collections.abc import Callable, Mapping
 
 from appliance.media.rtmp.chunk import MessageType
 from appliance.media.rtmp.errors import LocalProtocolError, RemoteProtocolError
-from appliance.media.rtmp.events import (
-    CommandReceived,
-    ConnectionClosed,
-    Event,
-    HandshakeCompleted,
-    StatusReceived,
-)
-from appliance.media.rtmp.handshake import ClientHandshake, HandshakeError
+from appliance.media.rtmp.events import CommandReceived, Event, StatusReceived
+from appliance.media.rtmp.handshake import ClientHandshake
 from appliance.media.rtmp.session import CSID_AUDIO, CSID_STREAM, CSID_VIDEO, Connection, State
 
 __all__ = ["ClientSession"]
@@ -58,7 +52,8 @@ class ClientSession(Connection):
         digest: bool = True,
     ) -> None:
         super().__init__(chunk_size=chunk_size)
-        self._handshake = ClientHandshake(rng=rng, epoch_ms=epoch_ms, digest=digest)
+        self._client_handshake = ClientHandshake(rng=rng, epoch_ms=epoch_ms, digest=digest)
+        self._handshake = self._client_handshake
         self._app = app
         self._tc_url = tc_url
         self._fourccs = fourcc_list
@@ -68,47 +63,10 @@ class ClientSession(Connection):
 
     def initiate(self) -> None:
         """Queue C0 and C1."""
-        self._handshake.initiate()
-        self.send_raw(self._handshake.data_to_send())
+        self._client_handshake.initiate()
+        self.send_raw(self._client_handshake.data_to_send())
 
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the server (`b""` = it closed).
-
-        Returns:
-            Events, in order.
-
-        Raises:
-            RemoteProtocolError: The server broke the protocol or refused connect.
-        """
-        events: list[Event] = []
-        if self.state in (State.CLOSED, State.ERROR):
-            return events
-        if not data:
-            self.state = State.CLOSED
-            events.append(ConnectionClosed())
-            return events
-        try:
-            if self.state is State.HANDSHAKE:
-                self._handshake.receive_data(data)
-                self.send_raw(self._handshake.data_to_send())
-                if not self._handshake.complete:
-                    return events
-                events.append(HandshakeCompleted(digest=self._handshake.digest_used))
-                self.state = State.CONNECTING
-                self._send_connect()
-                data = self._handshake.leftover()
-                if not data:
-                    return events
-            self._feed_chunks(data, events)
-        except HandshakeError as exc:
-            self.state = State.ERROR
-            raise RemoteProtocolError(f"handshake: {exc}") from None
-        except RemoteProtocolError:
-            self.state = State.ERROR
-            raise
-        return events
-
-    def _send_connect(self) -> None:
+    def _handshake_done(self) -> None:
         self.set_chunk_size(self._wanted_chunk_size)
         obj: dict[str, object] = {
             "app": self._app,

@@ -47,7 +47,7 @@ from appliance.media.rtmp.events import (
     PublishRequested,
     StreamClosed,
 )
-from appliance.media.rtmp.handshake import HandshakeError, ServerHandshake
+from appliance.media.rtmp.handshake import ClientHandshake, HandshakeError, ServerHandshake
 
 __all__ = [
     "CSID_COMMAND",
@@ -126,13 +126,15 @@ class _Unwrapper:
 
 
 class Connection:
-    """State and behaviour both ends of an RTMP connection share (after the handshake).
+    """State and behaviour both ends of an RTMP connection share.
 
     Args:
         chunk_size: Our outgoing chunk size, announced with Set Chunk Size.
         max_message_size: Largest incoming message accepted.
         amf_limits: Caps for decoding AMF values.
     """
+
+    _handshake: ServerHandshake | ClientHandshake  # set by the subclass
 
     def __init__(
         self,
@@ -234,6 +236,51 @@ class Connection:
         self.send_message(CSID_CONTROL, MessageType.SET_PEER_BANDWIDTH, 0, 0, payload)
 
     # -- input ----------------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the peer: the handshake first, then chunks.
+
+        Args:
+            data: Received bytes; `b""` means the peer closed the connection.
+
+        Returns:
+            Events, in order.
+
+        Raises:
+            RemoteProtocolError: The peer broke the protocol (or refused connect, on the client side);
+                close the connection (state is ERROR).
+        """
+        events: list[Event] = []
+        if self.state in (State.CLOSED, State.ERROR):
+            return events
+        if not data:
+            self.state = State.CLOSED
+            events.append(ConnectionClosed())
+            return events
+        try:
+            if self.state is State.HANDSHAKE:
+                handshake = self._handshake
+                handshake.receive_data(data)
+                self.send_raw(handshake.data_to_send())
+                if not handshake.complete:
+                    return events
+                self.state = State.CONNECTING
+                events.append(HandshakeCompleted(digest=handshake.digest_used))
+                self._handshake_done()
+                data = handshake.leftover()
+                if not data:
+                    return events
+            self._feed_chunks(data, events)
+        except HandshakeError as exc:
+            self.state = State.ERROR
+            raise RemoteProtocolError(f"handshake: {exc}") from None
+        except RemoteProtocolError:
+            self.state = State.ERROR
+            raise
+        return events
+
+    def _handshake_done(self) -> None:
+        """Called once the handshake completes (the client sends connect here)."""
 
     def _feed_chunks(self, data: bytes, events: list[Event]) -> None:
         for msg in self._reader.feed(data):
@@ -381,45 +428,6 @@ class ServerSession(Connection):
         self._next_stream = 1
         self.fourcc_list: tuple[str, ...] = ()
         self.app = ""
-
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the client.
-
-        Args:
-            data: Received bytes; `b""` means the client closed the connection.
-
-        Returns:
-            Events, in order.
-
-        Raises:
-            RemoteProtocolError: The client broke the protocol; close the connection (state is ERROR).
-        """
-        events: list[Event] = []
-        if self.state in (State.CLOSED, State.ERROR):
-            return events
-        if not data:
-            self.state = State.CLOSED
-            events.append(ConnectionClosed())
-            return events
-        try:
-            if self.state is State.HANDSHAKE:
-                self._handshake.receive_data(data)
-                self.send_raw(self._handshake.data_to_send())
-                if not self._handshake.complete:
-                    return events
-                self.state = State.CONNECTING
-                events.append(HandshakeCompleted(digest=self._handshake.digest_used))
-                data = self._handshake.leftover()
-                if not data:
-                    return events
-            self._feed_chunks(data, events)
-        except HandshakeError as exc:
-            self.state = State.ERROR
-            raise RemoteProtocolError(f"handshake: {exc}") from None
-        except RemoteProtocolError:
-            self.state = State.ERROR
-            raise
-        return events
 
     # -- commands from the client ---------------------------------------------------------------------
 
