@@ -318,3 +318,15 @@ async def test_player_that_stops_reading_is_cut_off_and_others_keep_going() -> N
                     ts += 40
                 await until(fast, lambda e, t=ts - 40: video(e) and e.timestamp == t, limit=10_000)
         assert len(server.clients) == 2  # the publisher and the fast player remain
+
+
+async def test_silent_publisher_is_closed_but_a_waiting_player_is_not() -> None:
+    async with running(rtmp_config(idle_timeout_s=0.5)) as env:
+        server = env.server
+        waiting = await env.connect("live/q")
+        await waiting.play("q")  # no publisher: it may wait as long as it likes
+        silent = await Publisher.open(env, "live/w")  # publishes, then sends nothing
+        await until(silent.client, lambda e: isinstance(e, ConnectionClosed))
+        await trio.sleep(0.6)  # another idle period
+        (left,) = server.clients.values()
+        assert left.playing and left.closing is None

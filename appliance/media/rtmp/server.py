@@ -13,8 +13,9 @@ scope cost more than the sends themselves).
 Backpressure. A player's output is bounded twice: the Bus queue (overflow drops to the next keyframe)
 and the unsent bytes on the connection (`_HIGH_WATER`): above it the play task stops taking events, so
 the Bus queue fills and drops. A player stuck for `rtmp.max_lag` (the Bus's lag cut-off, or a write that
-does not finish, which one reaper task checks every second for all connections) is disconnected with a
-log line. Publishers and other players never wait for it.
+does not finish, which one reaper task checks every second for all connections, as it does a silent
+publisher after `rtmp.idle_timeout`) is disconnected with a log line. Publishers and other players
+never wait for it.
 
 Every failure is the connection's own: a protocol error, a timeout or a crash in a handler closes that
 connection with a logged reason, and the server keeps serving the rest.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import socket
 import time
@@ -104,6 +104,7 @@ class _Client:
         self.sending = False
         self.send_started = 0.0
         self.backlog = memoryview(b"")  # what a non-blocking send left over
+        self.last_rx = trio.current_time()
         # A second handle on the same socket for non-blocking sends (MSG_DONTWAIT: the descriptor's own
         # flags, which trio owns, are never touched). Closed with the connection.
         self.raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
@@ -208,19 +209,28 @@ class RtmpServer:
         log.info("rtmp.listening addresses=%s", ",".join(str(a) for a in self.bound))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._reap_stalled)
+            nursery.start_soon(self._reap)
             task_status.started(self.bound)
             await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
 
-    async def _reap_stalled(self) -> None:
-        # One timer for every connection's writes instead of a timeout scope per write.
+    async def _reap(self) -> None:
+        # One timer for every connection instead of a timeout scope per read and per write (profiled:
+        # the scopes cost more than the socket calls). It closes stalled writes, a handshake that does not
+        # finish, and silent connections other than players (they only send acknowledgements, and may
+        # wait for a publisher as long as they like).
         max_lag = self.cfg.max_lag_s
+        idle = self.cfg.idle_timeout_s
         while True:
-            await trio.sleep(min(1.0, max_lag / 2))
+            await trio.sleep(min(1.0, max_lag / 2, idle / 2))
             now = trio.current_time()
             for client in list(self.clients.values()):
+                silent = now - client.last_rx
                 if client.in_flight and now - client.send_started > max_lag:
                     client.kick(f"write stalled for {max_lag:g}s (peer not reading)")
+                elif client.session.state is State.HANDSHAKE and silent > _HANDSHAKE_TIMEOUT_S:
+                    client.kick(f"no handshake in {_HANDSHAKE_TIMEOUT_S:g}s")
+                elif silent > idle and (client.publishing or not client.playing):
+                    client.kick(f"no data for {idle:g}s")
 
     # -- per connection -------------------------------------------------------------------------------
 
@@ -281,18 +291,10 @@ class RtmpServer:
 
     async def _read_loop(self, client: _Client, nursery: trio.Nursery) -> None:
         session = client.session
-        idle = self.cfg.idle_timeout_s
         while session.state not in (State.CLOSED, State.ERROR) and client.closing is None:
-            timeout = _HANDSHAKE_TIMEOUT_S if session.state is State.HANDSHAKE else idle
-            if client.playing and not client.publishing:
-                timeout = math.inf  # players only send acknowledgements; waiting for a publisher is fine
-            if timeout == math.inf:
-                data = await client.stream.receive_some(_RECV)
-            else:
-                with trio.move_on_after(timeout) as scope:
-                    data = await client.stream.receive_some(_RECV)
-                if scope.cancelled_caught:
-                    raise _Close(f"no data for {timeout:g}s")
+            # Silence is timed by the reaper (`_reap`), not by a timeout scope per read.
+            data = await client.stream.receive_some(_RECV)
+            client.last_rx = trio.current_time()
             for event in session.receive_data(data):
                 self._on_event(client, event, nursery)
             await client.pump()
