@@ -30,7 +30,6 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
@@ -301,16 +300,8 @@ class RtmpServer:
 
     def _on_event(self, client: _Client, event: ev.Event, nursery: trio.Nursery) -> None:
         match event:
-            case ev.MediaReceived():
-                self._on_media(client, event)
-            case ev.DataReceived():
-                entry = client.publishing.get(event.stream_id)
-                if entry is not None:
-                    self._guard(
-                        client,
-                        entry[0],
-                        lambda: entry[1].data(event.name, event.args, event.payload, event.timestamp),
-                    )
+            case ev.MediaReceived() | ev.DataReceived():
+                self._on_published(client, event)
             case ev.ConnectRequested():
                 self._on_connect(client, event, nursery)
             case ev.PublishRequested():
@@ -357,27 +348,43 @@ class RtmpServer:
         session = client.session
         sid = event.stream_id
         bus_name = f"{client.app}/{event.name}"
-        shown = _shown_name(client.app, event.name, self._secret_names(client.app))
+        shown = self._shown(bus_name)
         if not self._authorised(client, "publish", event.name, event.query):
-            log.warning("rtmp.publish_refused conn=%d stream=%s reason=unauthorized", client.cid, shown)
-            session.reject(sid, "NetStream.Publish.Denied", "publishing here needs a valid key")
-            client.closing = "publish refused: unauthorized"
+            self._refuse(
+                client,
+                "publish",
+                sid,
+                shown,
+                "unauthorized",
+                "NetStream.Publish.Denied",
+                "publishing here needs a valid key",
+            )
             return
         try:
             validate_bus_name(bus_name)
             bus = self.buses.get_or_create(bus_name)
             producer = bus.publish(replace=self.cfg.replace_publisher)
         except BusBusyError:
-            log.warning("rtmp.publish_refused conn=%d stream=%s reason=busy", client.cid, shown)
-            session.reject(sid, "NetStream.Publish.BadName", f"{shown} is already being published")
-            client.closing = "publish refused: stream busy"
+            self._refuse(
+                client,
+                "publish",
+                sid,
+                shown,
+                "stream busy",
+                "NetStream.Publish.BadName",
+                f"{shown} is already being published",
+            )
             return
         except (BusError, ValueError) as exc:
-            log.warning(
-                "rtmp.publish_refused conn=%d stream=%s reason=%s", client.cid, shown, quote(str(exc))
+            self._refuse(
+                client,
+                "publish",
+                sid,
+                shown,
+                f"bad name: {exc}",
+                "NetStream.Publish.BadName",
+                f"bad stream name: want {client.app}/KEY",
             )
-            session.reject(sid, "NetStream.Publish.BadName", f"bad stream name: want {client.app}/KEY")
-            client.closing = "publish refused: bad name"
             return
         old = self.publishers.get(bus_name)
         if old is not None and old is not client:
@@ -388,15 +395,21 @@ class RtmpServer:
         session.accept_publish(sid, event.name)
         log.info("rtmp.publish conn=%d peer=%s stream=%s mode=%s", client.cid, client.peer, shown, event.mode)
 
-    def _on_media(self, client: _Client, event: ev.MediaReceived) -> None:
+    def _on_published(self, client: _Client, event: ev.MediaReceived | ev.DataReceived) -> None:
         entry = client.publishing.get(event.stream_id)
         if entry is None:
             return  # media before publish (or after unpublish): nobody to give it to
         bus_name, adapter = entry
-        client.meter.add(trio.current_time(), len(event.payload))
-        config = self._guard(
-            client, bus_name, lambda: adapter.media(event.type_id, event.timestamp, event.payload)
-        )
+        try:
+            if isinstance(event, ev.DataReceived):
+                adapter.data(event.name, event.args, event.payload, event.timestamp)
+                return
+            client.meter.add(trio.current_time(), len(event.payload))
+            config = adapter.media(event.type_id, event.timestamp, event.payload)
+        except ProducerEvictedError:
+            raise _Close(f"publisher of {bus_name} replaced by a newer one") from None
+        except BusError as exc:
+            raise _Close(f"publish of {bus_name} refused by the bus: {exc}") from None
         if config is not None:
             facts = describe_config(config)
             log.info(
@@ -407,29 +420,42 @@ class RtmpServer:
                 " ".join(f"{k}={quote(str(v))}" for k, v in facts.items()),
             )
 
-    def _guard(self, client: _Client, bus_name: str, call: Any) -> Any:
-        try:
-            return call()
-        except ProducerEvictedError:
-            raise _Close(f"publisher of {bus_name} replaced by a newer one") from None
-        except BusError as exc:
-            raise _Close(f"publish of {bus_name} refused by the bus: {exc}") from None
+    def _refuse(
+        self, client: _Client, what: str, sid: int, shown: str, reason: str, code: str, description: str
+    ) -> None:
+        """Refuse a publish or play: log it, send the error status, close after it has gone out."""
+        log.warning("rtmp.%s_refused conn=%d stream=%s reason=%s", what, client.cid, shown, quote(reason))
+        client.session.reject(sid, code, description)
+        client.closing = f"{what} refused: {reason}"
 
     def _on_play(self, client: _Client, event: ev.PlayRequested, nursery: trio.Nursery) -> None:
         session = client.session
         sid = event.stream_id
         bus_name = f"{client.app}/{event.name}"
-        shown = _shown_name(client.app, event.name, self._secret_names(client.app))
+        shown = self._shown(bus_name)
         if not self._authorised(client, "play", event.name, event.query):
-            log.warning("rtmp.play_refused conn=%d stream=%s reason=unauthorized", client.cid, shown)
-            session.reject(sid, "NetStream.Play.Failed", "playing here needs a valid key")
-            client.closing = "play refused: unauthorized"
+            self._refuse(
+                client,
+                "play",
+                sid,
+                shown,
+                "unauthorized",
+                "NetStream.Play.Failed",
+                "playing here needs a valid key",
+            )
             return
         try:
             validate_bus_name(bus_name)
-        except ValueError:
-            session.reject(sid, "NetStream.Play.StreamNotFound", f"bad stream name: want {client.app}/KEY")
-            client.closing = "play refused: bad name"
+        except ValueError as exc:
+            self._refuse(
+                client,
+                "play",
+                sid,
+                shown,
+                f"bad name: {exc}",
+                "NetStream.Play.StreamNotFound",
+                f"bad stream name: want {client.app}/KEY",
+            )
             return
         if sid in client.playing:
             client.playing.pop(sid).cancel()
