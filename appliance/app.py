@@ -30,6 +30,7 @@ from appliance import log as applog
 from appliance.bus import BusRegistry
 from appliance.config import Config, ConfigError, changed_sections, load_file
 from appliance.log import quote
+from appliance.media.capture.service import CaptureService
 from appliance.media.recorder import Recorder
 from appliance.media.rtmp.server import RtmpServer, serve_rtmp
 from appliance.supervisor import (
@@ -83,11 +84,15 @@ class Appliance:
         self.egress = DynamicSupervisor(
             "egress", max_restarts=s.max_restarts, max_seconds=s.window_s, backoff=backoff
         )
+        self.relay: RtmpServer | None = None
+        self.recorder: Recorder | None = None
+        self.capture: CaptureService | None = None
         # Start order is this order; stop order the reverse. The watchdog comes last so that it stops
         # first (STOPPING=1 goes out before anything else winds down).
         self.children: list[ChildDef] = [
             ChildDef(name="web", sections=frozenset({"web"}), build=self._web_spec),
             ChildDef(name="relay", sections=frozenset({"rtmp"}), build=self._relay_spec),
+            ChildDef(name="capture", sections=frozenset({"capture"}), build=self._capture_spec),
             ChildDef(name="recorder", sections=frozenset({"record"}), build=self._recorder_spec),
             ChildDef(
                 name="egress",
@@ -104,8 +109,6 @@ class Appliance:
             backoff=backoff,
         )
         self._reload_lock = trio.Lock()
-        self.relay: RtmpServer | None = None
-        self.recorder: Recorder | None = None
         self.routes.add_route("/api/streams", self._api_streams, methods=["GET"], owner="relay")
 
     # -- child specs ---------------------------------------------------------------------------
@@ -123,7 +126,7 @@ class Appliance:
         async def run_relay(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             # A fresh server per (re)start: a restart after a crash or an [rtmp] change starts clean;
             # the Buses live on outside it, so players of other streams lose nothing but their socket.
-            self.relay = RtmpServer(cfg.rtmp, self.buses)
+            self.relay = RtmpServer(cfg.rtmp, self.buses, reserved=self._reserved_streams())
             await serve_rtmp(self.relay, task_status=task_status)
 
         return ChildSpec(
@@ -134,6 +137,15 @@ class Appliance:
             shutdown_s=cfg.supervisor.shutdown_s,
         )
 
+    def _capture_spec(self, cfg: Config) -> ChildSpec:
+        # One service per config: it remembers its camera (for re-plug) and its encoder probe across the
+        # supervisor's restarts. Not critical: a missing camera must not take the relay down.
+        service = CaptureService(cfg.capture, self.buses)
+        self.capture = service
+        if self.relay is not None:  # a reload changed [capture]: the relay keeps its clients
+            self.relay.reserved = self._reserved_streams(cfg)
+        return ChildSpec(name="capture", factory=service.run, shutdown_s=cfg.supervisor.shutdown_s)
+
     def _recorder_spec(self, cfg: Config) -> ChildSpec:
         async def run_recorder(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             # Not critical: a full or broken disk stops recordings, never the relay or the health check.
@@ -141,6 +153,10 @@ class Appliance:
             await self.recorder.run(task_status=task_status)
 
         return ChildSpec(name="recorder", factory=run_recorder, shutdown_s=cfg.supervisor.shutdown_s)
+
+    def _reserved_streams(self, cfg: Config | None = None) -> frozenset[str]:
+        capture = (cfg or self.cfg).capture
+        return frozenset() if capture.source == "none" else frozenset({capture.stream})
 
     async def _api_streams(self, request: Request) -> Response:
         relay = self.relay
@@ -165,7 +181,7 @@ class Appliance:
     def status_extra(self) -> Mapping[str, Any]:
         return {
             "state_dir": str(self.state_dir),
-            "capture_source": self.cfg.capture.effective_source,
+            "capture": self.capture.describe() if self.capture is not None else None,
             "config": self.cfg.to_dict(),
             "buses": [jsonable(b) for b in self.buses.snapshot()],
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -110,21 +111,58 @@ def _print_children(sup: dict[str, Any], indent: str) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from appliance.hw.board import probe_board, probe_video_nodes
+    from appliance.hw import encoders, libcamera, v4l2
+    from appliance.hw.board import probe_board
+    from appliance.media.capture.devices import rpicam_command
 
+    cfg, _path = _load(args)
     board = probe_board()
     print("board:")
     for key, value in board.items():
         print(f"  {key}: {value}")
-    print("cameras:")
-    nodes = probe_video_nodes()
+    wish = v4l2.Wish(width=cfg.capture.width, height=cfg.capture.height, fps=float(cfg.capture.fps))
+    print(f"cameras (V4L2; wish {wish.width}x{wish.height}@{wish.fps:g} from capture.width/height/fps):")
+    nodes: list[v4l2.VideoNode] = []
+    for path in v4l2.list_video_paths():
+        try:
+            nodes.append(v4l2.query_node(path))
+        except v4l2.V4l2Error as e:
+            print(f"  {path}: cannot query: {e}")
+    found = v4l2.survey(nodes, wish)
+    for node, choice in found.usable:
+        print(f"  {node.path}: {node.card} ({node.driver}, {node.bus_info})")
+        for fmt in node.formats:
+            sizes = ", ".join(f"{s.width}x{s.height}@{max(s.fps, default=0):g}" for s in fmt.sizes[:6])
+            more = f" (+{len(fmt.sizes) - 6} more)" if len(fmt.sizes) > 6 else ""
+            print(f"    {fmt.fourcc:<5} {fmt.description}: {sizes}{more}")
+        print(f"    would use: {choice.reason}")
+    for skipped in found.skipped:
+        print(f"  {skipped.path}: skipped: {skipped.reason}")
     if not nodes:
-        print("  none found (no /dev/video*); capture.source=auto uses the synthetic camera")
-    for node in nodes:
-        print(f"  {node['device']}: {node['name']}")
-    print("  formats: not implemented yet (camera capture issue)")
-    print("encoders:")
-    print("  not implemented yet (camera capture issue)")
+        print("  none (no /dev/video*)")
+    command = rpicam_command(cfg.capture.rpicam_command)
+    print("cameras (libcamera):")
+    if command is None:
+        print(f"  {cfg.capture.rpicam_command} not installed")
+    else:
+        try:
+            run = subprocess.run([command, "--list-cameras"], capture_output=True, text=True, timeout=15)
+            cameras = libcamera.parse_list_cameras(run.stdout + run.stderr)
+        except (OSError, subprocess.TimeoutExpired, ValueError) as e:
+            print(f"  {command} --list-cameras failed: {e}")
+            cameras = []
+        for cam in cameras:
+            modes = ", ".join(f"{m.width}x{m.height}@{m.fps or 0:g}" for m in cam.modes)
+            print(f"  {cam.index}: {cam.sensor} {cam.path} modes: {modes}")
+        if command and not cameras:
+            print("  none")
+    print(f"encoders (capture.encoder = {cfg.capture.encoder}):")
+    picked = encoders.probe_encoders(board, prefer=cfg.capture.encoder)
+    for probe in picked.probes:
+        kind = "hardware" if probe.hardware else "software"
+        state = "available" if probe.available else "unavailable"
+        print(f"  {probe.name:<14} {kind:<8} {state}: {probe.reason}")
+    print(f"  chosen: {picked.name}: {picked.reason}")
     return 0
 
 
@@ -157,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("probe", help="print the board, cameras and encoders")
+    p = sub.add_parser("probe", help="print the board, cameras (with formats) and the encoder chosen")
+    p.add_argument("--config", metavar="FILE", help="TOML config (its [capture] wishes)")
+    with_config(p)
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("version", help="print the version")

@@ -329,16 +329,73 @@ class RecordConfig:
 
 
 CAPTURE_SOURCES = ("auto", "v4l2", "rpicam", "synthetic", "file", "none")
+H264_PROFILES = ("baseline", "main", "high")
+_BUS_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+
+
+def parse_bus_name(value: object) -> str:
+    if not isinstance(value, str) or not _BUS_NAME_RE.fullmatch(value):
+        raise _Invalid('want a stream name "app/key", like "live/cam"')
+    return value
+
+
+def parse_optional_path(value: object) -> Path | None:
+    if value == "":
+        return None
+    return parse_path(value)
+
+
+def parse_device(value: object) -> str:
+    if not isinstance(value, str) or (value and not value.startswith("/dev/")):
+        raise _Invalid('want a device path like "/dev/video0", or "" for the first camera found')
+    return value
+
+
+def parse_encoder(value: object) -> str:
+    from appliance.hw.encoders import CANDIDATES  # imports PyAV: only when the key is set
+
+    if value != "auto" and value not in CANDIDATES:
+        raise _Invalid("want " + ", ".join(f'"{n}"' for n in ("auto", *CANDIDATES)))
+    return str(value)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CaptureConfig:
-    source: str = setting("source", choice(*CAPTURE_SOURCES), "auto", "camera source")
+    source: str = setting(
+        "source", choice(*CAPTURE_SOURCES), "auto", "auto: first V4L2 camera, else Pi camera, else synthetic"
+    )
+    stream: str = setting("stream", parse_bus_name, "live/cam", "the stream the camera publishes")
+    device: str = setting("device", parse_device, "", "V4L2 device (default: the first capture device)")
+    width: int = setting("width", integer(16, 4096), 1280, "wished width (cameras: the closest offered)")
+    height: int = setting("height", integer(16, 2304), 720, "wished height")
+    fps: int = setting("fps", integer(1, 120), 30, "wished frame rate")
+    gop_s: float = setting("gop", positive(parse_duration), 2.0, "keyframe interval of the encoder")
+    bitrate_bps: int = setting("bitrate", positive(parse_rate), 2_000_000, "video bit rate")
+    profile: str = setting(
+        "profile", choice(*H264_PROFILES), "baseline", "H.264 profile (baseline plays everywhere, WebRTC too)"
+    )
+    encoder: str = setting("encoder", parse_encoder, "auto", "auto: hardware when it opens, else libx264")
+    audio: bool = setting("audio", parse_bool, True, "AAC audio (synthetic: a sine; file: its audio)")
+    audio_device: str = setting("audio_device", parse_str, "", 'ALSA capture device, like "hw:1,0"')
+    audio_bitrate_bps: int = setting("audio_bitrate", positive(parse_rate), 128_000, "AAC bit rate")
+    file: Path | None = setting("file", parse_optional_path, None, "recording looped by source = file")
+    rpicam_command: str = setting(
+        "rpicam_command", parse_str, "rpicam-vid", "Pi camera helper (libcamera-vid on older images)"
+    )
+    camera: int = setting("camera", integer(0, 15), 0, "libcamera camera index for source = rpicam")
+
+    def __post_init__(self) -> None:
+        for key, value in (("width", self.width), ("height", self.height)):
+            if value % 2:
+                raise ConfigError(f"capture.{key}={value}: want an even number (4:2:0 video)")
+        if self.source == "file" and self.file is None:
+            raise ConfigError('capture.file: required when capture.source = "file"')
+        if self.gop_s * self.fps < 1:
+            raise ConfigError(f"capture.gop={_fmt_s(self.gop_s)!r}: shorter than one frame at {self.fps} fps")
 
     @property
-    def effective_source(self) -> str:
-        # Until device discovery lands (capture issue), "auto" means the synthetic camera.
-        return "synthetic" if self.source == "auto" else self.source
+    def gop_frames(self) -> int:
+        return max(1, round(self.gop_s * self.fps))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -393,6 +450,14 @@ class Config:
     log: LogConfig = section(LogConfig)
     supervisor: SupervisorConfig = section(SupervisorConfig)
 
+    def __post_init__(self) -> None:
+        app = self.capture.stream.partition("/")[0]
+        if self.capture.source != "none" and app not in self.rtmp.apps:
+            raise ConfigError(
+                f"capture.stream={self.capture.stream!r}: app {app!r} is not in "
+                f"rtmp.apps {list(self.rtmp.apps)}"
+            )
+
     def to_dict(self) -> dict[str, dict[str, object]]:
         """The effective config in TOML terms (units back in the values), for `/api/status`."""
         out: dict[str, dict[str, object]] = {}
@@ -413,6 +478,9 @@ def _render(value: object, f: dataclasses.Field[Any]) -> object:
         return _fmt_s(value)
     if isinstance(value, Address | Path):
         return str(value)
+    if f.name.endswith("_bps") and isinstance(value, int):
+        unit = next(u for u in ("Mbit", "kbit", "bit") if value % _RATE_UNITS[u.lower()] == 0)
+        return f"{value // _RATE_UNITS[unit.lower()]}{unit}"
     if f.name.endswith("bytes") and isinstance(value, int):
         unit = next(u for u in ("TB", "GB", "MB", "KB", "B") if value % _SIZE_UNITS[u] == 0)
         return f"{value // _SIZE_UNITS[unit]}{unit}"

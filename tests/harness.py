@@ -38,6 +38,12 @@ class ApplianceProcess:
             k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
         }
         full_env.update(env or {})
+        # The camera costs CPU in every test that starts the appliance; only tests about capture want it.
+        # A test opts in by writing a [capture] section or passing --set capture.*.
+        wants_capture = (config.exists() and "[capture]" in config.read_text()) or any(
+            "capture." in a for a in args
+        )
+        no_camera = () if wants_capture else ("--set", "capture.source=none")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -48,6 +54,7 @@ class ApplianceProcess:
                 str(config),
                 "--set",
                 "log.format=json",
+                *no_camera,
                 *args,
             ],
             stdin=subprocess.DEVNULL,

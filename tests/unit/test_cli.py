@@ -54,10 +54,17 @@ def test_status_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot read http://127.0.0.1:9/api/status" in capsys.readouterr().err
 
 
-def test_probe_prints_sections(capsys: pytest.CaptureFixture[str]) -> None:
+def test_probe_prints_board_cameras_and_the_encoder_chosen_with_reasons(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["probe"]) == 0
     out = capsys.readouterr().out
-    assert "board:" in out and "cameras:" in out and "encoders:" in out
+    assert "board:" in out and "cameras (V4L2" in out and "cameras (libcamera)" in out
+    # This machine has no camera and no hardware encoder: the probe says so and picks libx264.
+    assert "none (no /dev/video*)" in out
+    assert "chosen: libx264" in out
+    v4l2m2m = next(line for line in out.splitlines() if line.strip().startswith("h264_v4l2m2m"))
+    assert "unavailable" in v4l2m2m and v4l2m2m.split(":", 1)[1].strip()
 
 
 def test_board_from_device_tree_fixture(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ def test_defaults_need_no_file() -> None:
     assert cfg.rtmp.listen == Address("0.0.0.0", 1935)
     assert cfg.web.listen == Address("0.0.0.0", 8080)
     assert cfg.capture.source == "auto"
-    assert cfg.capture.effective_source == "synthetic"
+    assert cfg.capture.stream == "live/cam"
     assert cfg.state.dir is None
 
 
@@ -55,7 +55,7 @@ shutdown_timeout = "5s"
     assert cfg.rtmp.listen == Address("127.0.0.1", 19350)
     assert cfg.web.listen == Address("::1", 8081)
     assert str(cfg.web.listen) == "[::1]:8081"
-    assert cfg.capture.effective_source == "none"
+    assert cfg.capture.source == "none"
     assert cfg.state.path == Path("/srv/appliance")
     assert cfg.log.format == "json"
     s = cfg.supervisor

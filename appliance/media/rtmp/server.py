@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -179,11 +179,14 @@ class RtmpServer:
     Args:
         cfg: The `[rtmp]` config.
         buses: The process's Bus registry.
+        reserved: Streams this device produces itself (the camera's): RTMP clients may play them but not
+            publish to them, so a stray encoder can't take over the camera's stream.
     """
 
-    def __init__(self, cfg: RtmpConfig, buses: BusRegistry) -> None:
+    def __init__(self, cfg: RtmpConfig, buses: BusRegistry, *, reserved: Collection[str] = ()) -> None:
         self.cfg = cfg
         self.buses = buses
+        self.reserved = frozenset(reserved)
         self.clients: dict[int, _Client] = {}
         self._next_cid = 1
         self._caches: dict[str, ChunkCache] = {}
@@ -358,6 +361,17 @@ class RtmpServer:
                 "unauthorized",
                 "NetStream.Publish.Denied",
                 "publishing here needs a valid key",
+            )
+            return
+        if bus_name in self.reserved:
+            self._refuse(
+                client,
+                "publish",
+                sid,
+                shown,
+                "reserved",
+                "NetStream.Publish.BadName",
+                f"{shown} is this device's camera stream; publish under another key",
             )
             return
         try:

@@ -1,0 +1,142 @@
+"""The synthetic camera: lavfi testsrc2 (moving colour bars) with the wall-clock time drawn in, and a sine.
+
+It is what `make run` shows on a machine without a camera, and what the tests decode: the drawn clock
+proves the picture moves and lets a test read when a frame was made. The PyAV wheels' FFmpeg has no
+drawtext filter, so the digits come from `appliance.media.clockfont`.
+
+Both tracks are paced on the capture clock from one shared start time, so audio and video line up: video
+frame n is stamped start + n/fps, audio sample s start + s/rate.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+
+import av
+from av.filter import Graph
+
+from appliance.media import clockfont
+from appliance.media.capture.tracks import CaptureClock, Sink, wait_until
+from appliance.media.encode import AudioEncoder, VideoEncoder
+
+__all__ = ["SyntheticAudio", "SyntheticVideo", "clock_position", "clock_text"]
+
+log = logging.getLogger("appliance.capture")
+
+# A frame later than this behind its slot is skipped rather than sent late (a starved CPU must not make
+# the picture lag further and further behind real time).
+_MAX_LATE_FRAMES = 5
+
+
+def clock_position(width: int, height: int) -> tuple[int, int, int]:
+    """Where the clock is drawn in a picture of this size: (x, y, scale)."""
+    scale = max(1, height // 180)
+    return 8 * scale, 8 * scale, scale
+
+
+def clock_text(epoch_s: float) -> str:
+    """The text drawn for a wall-clock time: ``YYYY-MM-DD HH:MM:SS.mmm`` in UTC."""
+    t = datetime.datetime.fromtimestamp(epoch_s, datetime.UTC)
+    return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}"
+
+
+def _wall_s(clock: CaptureClock, ts_ms: float) -> float:
+    import time
+
+    return time.time() + (ts_ms - clock.now_ms()) / 1000.0
+
+
+class SyntheticVideo:
+    """testsrc2 frames with the time drawn in, encoded by `encoder`."""
+
+    name = "video"
+
+    def __init__(self, encoder: VideoEncoder, *, width: int, height: int, fps: int, start_ms: float) -> None:
+        self.encoder = encoder
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self.start_ms = start_ms
+
+    def interrupt(self) -> None:
+        pass
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        graph = Graph()
+        src = graph.add("testsrc2", f"size={self.width}x{self.height}:rate={self.fps}")
+        fmt = graph.add("format", "yuv420p")
+        out = graph.add("buffersink")
+        src.link_to(fmt)
+        fmt.link_to(out)
+        graph.configure()
+        x, y, scale = clock_position(self.width, self.height)
+        clock = sink.clock
+        slot = 0
+        skipped = 0
+        while not stop.is_set():
+            due = self.start_ms + slot * 1000.0 / self.fps
+            late = clock.now_ms() - due
+            if late > _MAX_LATE_FRAMES * 1000.0 / self.fps:
+                behind = int(late * self.fps / 1000.0)
+                slot += behind
+                skipped += behind
+                log.warning("capture.frames_skipped track=video frames=%d total=%d", behind, skipped)
+                continue
+            if not wait_until(clock, due, stop):
+                return
+            frame = out.pull()
+            assert isinstance(frame, av.VideoFrame)
+            ts = round(due)
+            clockfont.draw_text(
+                memoryview(frame.planes[0]),
+                frame.planes[0].line_size,
+                x,
+                y,
+                clock_text(_wall_s(clock, ts)),
+                scale,
+            )
+            items: list[object] = []
+            for unit in self.encoder.encode(frame, ts):
+                if unit.config is not None:
+                    items.append(unit.config)
+                if unit.packet is not None:
+                    items.append(unit.packet)
+            if items:
+                sink.emit(items)  # type: ignore[arg-type]
+            slot += 1
+
+
+class SyntheticAudio:
+    """A 440 Hz sine with a short 1760 Hz beep every second, as AAC."""
+
+    name = "audio"
+
+    def __init__(self, encoder: AudioEncoder, *, start_ms: float) -> None:
+        self.encoder = encoder
+        self.start_ms = start_ms
+
+    def interrupt(self) -> None:
+        pass
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        rate = self.encoder.sample_rate
+        graph = Graph()
+        src = graph.add("sine", f"frequency=440:beep_factor=4:sample_rate={rate}:samples_per_frame=1024")
+        out = graph.add("abuffersink")
+        src.link_to(out)
+        graph.configure()
+        sink.emit([self.encoder.config])
+        clock = sink.clock
+        samples = 0
+        while not stop.is_set():
+            due = self.start_ms + samples * 1000.0 / rate
+            if not wait_until(clock, due, stop):
+                return
+            frame = out.pull()
+            assert isinstance(frame, av.AudioFrame)
+            packets = self.encoder.encode(frame, round(due))
+            samples += frame.samples
+            if packets:
+                sink.emit(packets)
