@@ -180,10 +180,10 @@ def i420_frame(data: memoryview, width: int, height: int) -> av.VideoFrame:
     for index, (w, h) in enumerate(((width, height), (width // 2, height // 2), (width // 2, height // 2))):
         plane = frame.planes[index]
         size = w * h
+        dst = memoryview(plane)
         if plane.line_size == w:
-            plane.update(data[offset : offset + size])
+            dst[:size] = data[offset : offset + size]
         else:  # FFmpeg pads rows to its alignment: copy row by row
-            dst = memoryview(plane)
             for row in range(h):
                 start = offset + row * w
                 dst[row * plane.line_size : row * plane.line_size + w] = data[start : start + w]
