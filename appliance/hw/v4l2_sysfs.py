@@ -54,13 +54,16 @@ def list_video_paths(root: Path = Path("/")) -> list[str]:
 def device_identity(path: str, root: Path = Path("/")) -> DeviceIdentity | None:
     """The identity of the device behind ``path``, from sysfs; None if sysfs has no such node.
 
-    ``videoN/device`` links to the USB interface (``1-1.2:1.0``); its parent (``1-1.2``) has idVendor,
-    idProduct and, if the device has one, serial. The controller named in bus_info is the parent of the
-    root hub (``usb1``), as the kernel's usb_make_path() builds it.
+    The node's parent device is the USB interface (``1-1.2:1.0``): ``videoN/device`` links to it and the
+    node itself sits in its ``video4linux/`` directory (fixture trees have no ``device`` links, whose
+    cycles would send pytest's collection round in circles). The interface's parent (``1-1.2``) has
+    idVendor, idProduct and, if the device has one, serial. The controller named in bus_info is the
+    parent of the root hub (``usb1``), as the kernel's usb_make_path() builds it.
     """
-    link = root / "sys/class/video4linux" / Path(path).name / "device"
     try:
-        device = link.resolve(strict=True)
+        node = (root / "sys/class/video4linux" / Path(path).name).resolve(strict=True)
+        link = node / "device"
+        device = link.resolve(strict=True) if link.is_symlink() else node.parent.parent
     except OSError:
         return None
     usb = next((d for d in (device, *list(device.parents)[:3]) if (d / "idVendor").is_file()), None)

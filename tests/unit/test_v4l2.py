@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import os
 import re
+import shutil
 import struct
 from collections.abc import Callable
 from fractions import Fraction
@@ -726,6 +728,24 @@ def test_identity_from_sysfs() -> None:
         vendor_id="", product_id="", serial="", bus_info="platform:bcm2835-codec"
     )
     assert v4l2.device_identity("/dev/video9", root) is None
+
+
+def test_identity_follows_device_links_as_on_a_real_sysfs(tmp_path: Path) -> None:
+    # Real sysfs also links videoN/device to the parent; the fixture trees leave those links out (they make
+    # cycles, which pytest's collection would follow), so add them here, one pointing elsewhere.
+    root = tmp_path / "pi4"
+    shutil.copytree(SYSFS / "pi4", root, symlinks=True)
+    for n in ("video0", "video10"):
+        node = (root / "sys/class/video4linux" / n).resolve()
+        (node / "device").symlink_to("../..")
+    moved = (root / "sys/class/video4linux/video2").resolve()
+    (moved / "device").symlink_to(os.path.relpath(root / "sys/devices/platform/soc/fe801000.csi", moved))
+    (root / "sys/devices/platform/soc/fe801000.csi").mkdir(parents=True)
+    assert v4l2.device_identity("/dev/video0", root) == C920_ID
+    assert v4l2.device_identity("/dev/video10", root) == v4l2.device_identity("/dev/video10", SYSFS / "pi4")
+    assert v4l2.device_identity("/dev/video2", root) == DeviceIdentity(
+        vendor_id="", product_id="", serial="", bus_info="platform:fe801000.csi"
+    )
 
 
 def test_identity_bus_info_matches_what_the_driver_reports() -> None:
