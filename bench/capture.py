@@ -7,6 +7,7 @@ testsrc2 source, size, rate, libx264 preset/tune/profile, GOP, bit rate, AAC aud
 1. CPU at real time: the appliance process running its synthetic camera (clock drawn in, H.264 + AAC into
    the Bus, relay and web idle, no viewers) for DURATION seconds, against `ffmpeg -re ... -f null -`.
    CPU seconds from /proc/PID/stat (children included). Target: appliance / ffmpeg <= 1.15.
+   Each side runs `--rounds` times, alternating; the medians are compared.
 2. Capacity: frames per second when nothing paces the loop: the appliance's own pipeline (testsrc2
    graph, clock drawing, VideoEncoder) in this process for N frames, against ffmpeg `-frames:v N`.
 
@@ -22,6 +23,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -158,6 +160,7 @@ def main() -> int:
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of steady state per CPU run")
     parser.add_argument("--frames", type=int, default=600, help="frames per capacity run")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating CPU runs per side (median kept)")
     args = parser.parse_args()
     if not shutil.which("ffmpeg"):
         raise SystemExit("ffmpeg not found: run scripts/install-test-deps")
@@ -165,8 +168,16 @@ def main() -> int:
     for width, height in SIZES:
         label = f"{height}p{FPS}"
         print(f"== {label}: CPU at real time ({args.duration:g} s each)", flush=True)
-        app_cpu = measure_appliance_realtime(width, height, args.duration)
-        ff_cpu = measure_ffmpeg_realtime(width, height, args.duration)
+        # Alternate the two sides so drift in the machine's load hits both alike; keep the medians.
+        app_runs, ff_runs = [], []
+        for _ in range(args.rounds):
+            app_runs.append(measure_appliance_realtime(width, height, args.duration))
+            ff_runs.append(measure_ffmpeg_realtime(width, height, args.duration))
+        app_cpu, ff_cpu = statistics.median(app_runs), statistics.median(ff_runs)
+        print(
+            f"   appliance {[round(x, 3) for x in app_runs]} ffmpeg {[round(x, 3) for x in ff_runs]}",
+            flush=True,
+        )
         print(f"== {label}: capacity ({args.frames} frames each)", flush=True)
         app_fps = capacity_appliance(width, height, args.frames)
         ff_fps = capacity_ffmpeg(width, height, args.frames)

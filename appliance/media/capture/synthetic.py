@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+import time
 
 import av
 from av.filter import Graph
@@ -43,8 +44,6 @@ def clock_text(epoch_s: float) -> str:
 
 
 def _wall_s(clock: CaptureClock, ts_ms: float) -> float:
-    import time
-
     return time.time() + (ts_ms - clock.now_ms()) / 1000.0
 
 

@@ -4,8 +4,9 @@ Each track gets its own thread (`trio.to_thread.run_sync`) and a stop flag. Canc
 calls the track's `interrupt()`; the thread notices within one frame interval and returns, and only then
 does `run_tracks` return: a restarted capture never races the previous one for the device.
 
-Items cross into trio with `trio.from_thread.run_sync` once per frame (a few per frame at most); the
-producer calls are synchronous and never wait, so a slow subscriber never stalls a camera thread.
+Items cross into trio once per frame with `TrioToken.run_sync_soon`, without waiting for the delivery
+(bounded by a semaphore); the producer calls are synchronous and never wait, so a slow subscriber never
+stalls a camera thread.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from appliance.media.packets import CodecConfig, Kind, Packet
 __all__ = ["TrioSink", "run_tracks"]
 
 log = logging.getLogger("appliance.capture")
+
+MAX_IN_FLIGHT = 32  # emitted batches not yet delivered (about a second of frames)
 
 
 class TrioSink:
@@ -44,14 +47,33 @@ class TrioSink:
         self.last_video_at: float | None = None  # trio.current_time() of the newest video packet
         self.first_video = trio.Event()
         self.gone: str | None = None
+        self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
     def emit(self, items: Sequence[Item]) -> None:
-        trio.from_thread.run_sync(self._deliver, items, trio_token=self._token)
         if self.gone is not None:
             raise CaptureError(self.gone)
+        # Fire and forget: the thread does not wait for trio to run the delivery (a round trip per frame
+        # cost more CPU than the delivery itself). The semaphore bounds what is in flight, so a stalled
+        # trio thread blocks the camera thread instead of queueing without limit.
+        self._in_flight.acquire()
+        self._token.run_sync_soon(self._deliver, items)
 
     def _deliver(self, items: Sequence[Item]) -> None:
+        # Runs as a trio run_sync_soon callback: it must never raise.
+        try:
+            self._deliver_items(items)
+        except Exception as e:  # a bug here must end capture, not the process
+            log.exception("capture.deliver_failed stream=%s", self.producer.bus.name)
+            self.gone = f"delivery failed: {e!r}"
+        finally:
+            self._in_flight.release()
+
+    def _deliver_items(self, items: Sequence[Item]) -> None:
         producer = self.producer
+        if not producer.live:
+            if self.gone is None:
+                self.gone = f"{producer.bus.name}: capture stopped"
+            return
         for item in items:
             try:
                 if isinstance(item, Packet):
