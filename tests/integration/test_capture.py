@@ -20,7 +20,7 @@ import trio
 
 from appliance.media.capture.synthetic import clock_position
 from appliance.media.clockfont import read_text
-from appliance.media.rtmp.client import RtmpClient, RtmpUrl
+from appliance.media.rtmp.client import RtmpClient, RtmpUrl, StatusError
 from appliance.media.rtmp.events import MediaReceived, StatusReceived
 from tests.harness import ApplianceProcess, http_get
 from tests.integration.rtmp_peers import decode_errors, probe_packets
@@ -220,6 +220,15 @@ async def test_capture_restarts_when_its_camera_helper_dies_and_players_resume(t
         plan = app.event("capture.plan", source="rpicam")
         assert plan["reason"].startswith("libcamera camera 0 (imx708)")
         assert len((tools / "pids").read_text().split()) >= 2
+        # The camera's stream is the camera's: a stray encoder can't publish over it.
+        intruder = await RtmpClient.connect(RtmpUrl(host, port, "live", "cam"))
+        try:
+            with pytest.raises(
+                StatusError, match=r"NetStream\.Publish\.BadName: live/cam is this device's camera"
+            ):
+                await intruder.publish("cam")
+        finally:
+            await intruder.aclose()
         _status, doc = http_get(base + "/api/status")
         assert doc["capture"]["runs"] >= 2
         assert "exited" in doc["capture"].get("last_error", "")
