@@ -161,6 +161,12 @@ class Appliance:
     async def _api_streams(self, request: Request) -> Response:
         relay = self.relay
         streams = relay.describe_streams() if relay is not None else []
+        capture = self.capture
+        camera = capture.publisher() if capture is not None else None
+        for item in streams:
+            if camera is not None and item["name"] == self.cfg.capture.stream and item["publisher"] is None:
+                item["bitrate_bps"] = camera.pop("bitrate_bps")
+                item["publisher"] = camera
         return JSONResponse({"streams": streams})
 
     def _watchdog_spec(self, cfg: Config) -> ChildSpec:

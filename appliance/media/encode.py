@@ -239,6 +239,7 @@ class AudioEncoder:
         self.config = codec_config_from_asc(asc)
         self._samples = 0  # samples handed to the encoder so far
         self._origin_ms: float | None = None
+        self._last_ms: int | None = None
 
     def encode(self, frame: av.AudioFrame, pts_ms: int) -> list[Packet]:
         """Encode PCM that starts at `pts_ms`; returns whole AAC frames as they complete.
@@ -270,7 +271,14 @@ class AudioEncoder:
     def _packet(self, packet: Any) -> Packet:
         samples = packet.pts if packet.pts is not None else self._samples
         assert self._origin_ms is not None
-        ts = max(0, round(self._origin_ms + samples * 1000.0 / self.sample_rate))
+        exact = self._origin_ms + samples * 1000.0 / self.sample_rate
+        frame_ms = self.FRAME_SAMPLES * 1000.0 / self.sample_rate
+        if self._last_ms is not None and exact < self._last_ms + frame_ms - 1:
+            # Re-anchored backwards (a device that delivered faster than real time): move on, never back.
+            self._origin_ms += self._last_ms + frame_ms - exact
+            exact = self._last_ms + frame_ms
+        ts = max(0, round(exact))
+        self._last_ms = ts
         return Packet(
             kind=Kind.AUDIO, codec=Codec.AAC, payload=bytes(packet), pts_ms=ts, dts_ms=ts, keyframe=True
         )

@@ -109,6 +109,28 @@ def test_default_camera_is_synthetic_h264_aac_with_a_clock_that_advances(tmp_pat
         assert probes["libx264"]["available"]
         assert not probes["h264_v4l2m2m"]["available"] and probes["h264_v4l2m2m"]["reason"]
         assert app.event("capture.encoder")["chosen"] == "libx264"
+
+        _status, listing = http_get(base + "/api/streams")
+        cam = next(item for item in listing["streams"] if item["name"] == "live/cam")
+        assert cam["publisher"]["protocol"] == "capture" and cam["publisher"]["source"] == "synthetic"
+        assert (cam["video"]["codec"], cam["video"]["width"], cam["video"]["height"]) == ("h264", 1280, 720)
+        assert cam["video"]["profile"] == "Constrained Baseline"
+        assert cam["audio"]["codec"] == "aac" and cam["audio"]["sample_rate"] == 48000
+        assert 500_000 < cam["bitrate_bps"] < 4_000_000
+
+        # Audio and video share the capture clock: over three seconds their timelines stay together.
+        copy = tmp_path / "cam.flv"
+        subprocess.run(
+            [require_command("ffmpeg"), "-v", "error", "-rw_timeout", "10000000", "-i", url,
+             "-t", "3", "-c", "copy", str(copy)],
+            check=True, timeout=60,
+        )  # fmt: skip
+        vdts = [int(p["dts"]) for p in probe_packets(copy, "v:0")]
+        adts = [int(p["dts"]) for p in probe_packets(copy, "a:0")]
+        for v in vdts[len(vdts) // 10 :]:  # after the first packets (the GOP cache starts with video)
+            nearest = min(abs(v - a) for a in adts)
+            assert nearest <= 21, (v, nearest)  # an AAC frame is 21.3 ms: some audio within half of one
+        assert abs(vdts[-1] - adts[-1]) <= 40  # and neither runs ahead at the end
     finally:
         assert app.stop() == 0
 

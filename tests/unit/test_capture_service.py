@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -18,12 +19,12 @@ from appliance.bus import BusRegistry
 from appliance.config import CaptureConfig
 from appliance.hw import v4l2
 from appliance.hw.v4l2 import CAP_META_CAPTURE, VideoNode
-from appliance.media.capture.devices import V4l2Video
+from appliance.media.capture.devices import AlsaAudio, V4l2Video
 from appliance.media.capture.service import CaptureService
 from appliance.media.capture.synthetic import SyntheticVideo
 from appliance.media.capture.tracks import CaptureClock, CaptureError, CaptureLostError, Item, Sink
 from appliance.media.capture.worker import TrioSink, run_tracks
-from appliance.media.encode import VideoEncoder
+from appliance.media.encode import AudioEncoder, VideoEncoder
 from appliance.media.packets import Codec, CodecConfig, Packet
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -275,3 +276,44 @@ async def test_cancelling_capture_stops_its_thread_within_a_frame() -> None:
         assert track.exited_at is not None
         assert track.exited_at - cancelled_at < 0.1 + 0.5  # one frame at 10 fps, plus slack for a busy CI
     assert sink.video_packets >= 1
+
+
+def test_alsa_audio_is_encoded_to_aac_on_the_capture_clock(tmp_path: Path) -> None:
+    # A WAV file stands in for the sound card (the same demux -> decode -> AAC path FFmpeg's alsa gives).
+    wav = tmp_path / "mic.wav"
+    with av.open(str(wav), "w") as out:
+        stream = out.add_stream("pcm_s16le", rate=44_100, layout="stereo")
+        for n in range(40):
+            frame = av.AudioFrame(format="s16", layout="stereo", samples=1024)
+            frame.planes[0].update(bytes([n % 256]) * frame.planes[0].buffer_size)
+            frame.sample_rate, frame.pts = 44_100, n * 1024
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+    def open_input(device: str, *, format: str, options: dict[str, str]) -> av.container.InputContainer:
+        assert (device, format, options) == ("hw:1,0", "alsa", {"sample_rate": "48000", "channels": "1"})
+        return av.open(str(wav))
+
+    stop = threading.Event()
+    sink = ListSink(stop, want_packets=30)
+    AlsaAudio("hw:1,0", AudioEncoder(), open_input=open_input).run(sink, stop)
+    config = sink.items[0]
+    assert isinstance(config, CodecConfig) and config.codec is Codec.AAC
+    assert (config.sample_rate, config.channels) == (48_000, 1)  # resampled and downmixed for the stream
+    packets = sink.packets
+    assert len(packets) >= 30 and all(p.codec is Codec.AAC for p in packets)
+    steps = [b.dts_ms - a.dts_ms for a, b in itertools.pairwise(packets)]
+    # 1024 samples at 48 kHz, counted exactly; the file reads faster than a sound card, so the timeline
+    # re-anchors on the capture clock, and then moves on, never back.
+    assert min(steps) >= 21
+    assert sorted(steps)[len(steps) // 2] in (21, 22)
+
+
+def test_alsa_device_that_cannot_open_is_a_lost_source() -> None:
+    def busy(device: str, **kwargs: object) -> None:
+        raise av.error.OSError(16, "Device or resource busy", device)
+
+    with pytest.raises(CaptureLostError, match=r"capture.audio_device='hw:1,0': cannot open"):
+        AlsaAudio("hw:1,0", AudioEncoder(), open_input=busy).run(
+            ListSink(threading.Event(), 1), threading.Event()
+        )

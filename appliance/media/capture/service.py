@@ -149,6 +149,19 @@ class CaptureService:
         encoder.set_bitrate(bitrate_bps)
         return True
 
+    def publisher(self) -> dict[str, object] | None:
+        """The camera as the publisher of its stream, for /api/streams (None while it isn't live)."""
+        sink = self._sink
+        if self.state != "running" or sink is None or self.plan is None:
+            return None
+        return {
+            "protocol": "capture",
+            "source": self.plan.source,
+            "device": self.plan.device,
+            "encoder": self._encoder.name if self._encoder is not None else "passthrough",
+            "bitrate_bps": sink.meter.bps(trio.current_time()),
+        }
+
     def describe(self) -> dict[str, object]:
         """The capture state for /api/status and the status page."""
         out: dict[str, object] = {

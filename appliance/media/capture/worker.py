@@ -19,6 +19,7 @@ import trio
 
 from appliance.bus import Producer, ProducerClosedError, ProducerEvictedError, TimestampError
 from appliance.media.capture.tracks import CaptureClock, CaptureError, CaptureLostError, Item, Track
+from appliance.media.meter import RateMeter
 from appliance.media.packets import CodecConfig, Kind, Packet
 
 __all__ = ["TrioSink", "run_tracks"]
@@ -44,6 +45,7 @@ class TrioSink:
         self.audio_packets = 0
         self.refused = 0
         self.bytes = 0
+        self.meter = RateMeter()
         self.last_video_at: float | None = None  # trio.current_time() of the newest video packet
         self.first_video = trio.Event()
         self.gone: str | None = None
@@ -79,6 +81,7 @@ class TrioSink:
                 if isinstance(item, Packet):
                     producer.send_packet(item)
                     self.bytes += len(item.payload)
+                    self.meter.add(trio.current_time(), len(item.payload))
                     if item.kind is Kind.VIDEO:
                         self.video_packets += 1
                         self.last_video_at = trio.current_time()

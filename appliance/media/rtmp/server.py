@@ -29,7 +29,6 @@ import os
 import socket
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
 
 import trio
 
@@ -44,6 +43,7 @@ from appliance.bus import (
 )
 from appliance.config import Address, RtmpConfig
 from appliance.log import quote
+from appliance.media.meter import RateMeter
 from appliance.media.packets import Kind
 from appliance.media.rtmp import events as ev
 from appliance.media.rtmp.errors import RemoteProtocolError
@@ -60,28 +60,6 @@ ENHANCED_FOURCCS = ("avc1", "hvc1", "av01", "vp09")
 _HIGH_WATER = 1 << 20  # unsent bytes per connection above which a play stops taking events
 _RECV = 65536
 _HANDSHAKE_TIMEOUT_S = 10.0
-
-
-@dataclass
-class _Meter:
-    """Bytes per second over the last few seconds."""
-
-    window_s: float = 5.0
-    samples: list[tuple[float, int]] = field(default_factory=list)
-    total: int = 0
-
-    def add(self, now: float, size: int) -> None:
-        self.total += size
-        if not self.samples or now - self.samples[-1][0] >= 0.5:
-            self.samples.append((now, self.total))
-            while len(self.samples) > 2 and now - self.samples[1][0] > self.window_s:
-                del self.samples[0]
-
-    def bps(self, now: float) -> int:
-        if len(self.samples) < 2 or now - self.samples[-1][0] > self.window_s:
-            return 0
-        (t0, b0), (t1, b1) = self.samples[0], self.samples[-1]
-        return int((b1 - b0) * 8 / (t1 - t0)) if t1 > t0 else 0
 
 
 class _Client:
@@ -109,7 +87,7 @@ class _Client:
         self.raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
         self.closing: str | None = None
         self.scope: trio.CancelScope | None = None
-        self.meter = _Meter()
+        self.meter = RateMeter()
         self.connected_at = time.time()
 
     # -- writing --------------------------------------------------------------------------------------
