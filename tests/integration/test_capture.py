@@ -135,13 +135,24 @@ def test_default_camera_is_synthetic_h264_aac_with_a_clock_that_advances(tmp_pat
         assert app.stop() == 0
 
 
-def test_file_source_loops_with_rising_timestamps(tmp_path: Path) -> None:
-    clip = tmp_path / "clip.mp4"
+@pytest.mark.parametrize(
+    ("name", "codecs", "modes"),
+    [
+        ("clip.mp4", ("libx264", "aac"), ("h264/passthrough", "passthrough")),
+        ("clip.flv", ("libx264", "aac"), ("h264/passthrough", "passthrough")),
+        # Not H.264/AAC: decoded and encoded like a camera's frames.
+        ("clip.mkv", ("mpeg4", "libmp3lame"), ("mpeg4/encode", "encode")),
+    ],
+)
+def test_file_source_loops_with_rising_timestamps(
+    tmp_path: Path, name: str, codecs: tuple[str, str], modes: tuple[str, str]
+) -> None:
+    clip = tmp_path / name
     subprocess.run(
         [
             require_command("ffmpeg"), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "2",
-            "-c:v", "libx264", "-g", "25", "-bf", "2", "-c:a", "aac", "-shortest", str(clip),
+            "-c:v", codecs[0], "-g", "25", "-bf", "2", "-c:a", codecs[1], "-shortest", str(clip),
         ],
         check=True, timeout=60,
     )  # fmt: skip
@@ -149,7 +160,7 @@ def test_file_source_loops_with_rising_timestamps(tmp_path: Path) -> None:
     try:
         app.wait_healthy(app.web_url(), timeout=30)
         line = app.event("capture.file")
-        assert (line["video"], line["audio"]) == ("h264/passthrough", "passthrough")
+        assert (line["video"], line["audio"]) == modes
         copy = tmp_path / "copy.flv"
         subprocess.run(
             [

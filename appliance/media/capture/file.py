@@ -51,7 +51,7 @@ class _Video:
             self.encoder = make_encoder(ctx.width, ctx.height, self.fps)
         self.mode = "encode" if self.encoder else "passthrough"
 
-    def items(self, packet: Any, pts_ms: int, dts_ms: int) -> list[Item]:
+    def items(self, packet: Any, pts_ms: int, dts_ms: int, base_ms: float) -> list[Item]:
         data = bytes(packet)
         if self.config is not None:
             if self.length_size != 4:
@@ -75,6 +75,10 @@ class _Video:
         assert self.encoder is not None
         out: list[Item] = []
         for frame in packet.decode():
+            # Decoders hand out frames in presentation order, later than their packets: stamp each
+            # frame with its own time, moved onto the capture timeline like the packet's.
+            if frame.pts is not None and frame.time_base is not None:
+                pts_ms = max(0, round(float(frame.pts * frame.time_base) * 1000.0 + base_ms))
             for encoded in self.encoder.encode(frame, pts_ms):
                 out.extend(x for x in (encoded.config, encoded.packet) if x is not None)
         return out
@@ -200,7 +204,7 @@ class FileTrack:
                     if not wait_until(clock, due, stop):
                         return
                     if packet.stream is video.stream:
-                        items = video.items(packet, max(0, round(pts + base_ms)), max(0, round(due)))
+                        items = video.items(packet, max(0, round(pts + base_ms)), max(0, round(due)), base_ms)
                     elif audio is not None:
                         items = audio.items(packet, max(0, round(due)))
                     else:
