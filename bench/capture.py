@@ -128,8 +128,7 @@ def capacity_appliance(width: int, height: int, frames: int) -> float:
     import av
     from av.filter import Graph
 
-    from appliance.media import clockfont
-    from appliance.media.capture.synthetic import clock_position, clock_text
+    from appliance.media.capture.synthetic import clock_position, clock_text, draw_clock
     from appliance.media.encode import VideoEncoder
 
     encoder = VideoEncoder(
@@ -147,8 +146,7 @@ def capacity_appliance(width: int, height: int, frames: int) -> float:
     for n in range(frames):
         frame = out.pull()
         assert isinstance(frame, av.VideoFrame)
-        plane = frame.planes[0]
-        clockfont.draw_text(memoryview(plane), plane.line_size, x, y, clock_text(time.time()), scale)
+        draw_clock(frame, x, y, clock_text(time.time()), scale)
         encoder.encode(frame, n * 1000 // FPS)
     encoder.flush()
     return frames / (time.perf_counter() - t0)

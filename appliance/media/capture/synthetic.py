@@ -22,7 +22,7 @@ from appliance.media import clockfont
 from appliance.media.capture.tracks import CaptureClock, Sink, wait_until
 from appliance.media.encode import AudioEncoder, VideoEncoder
 
-__all__ = ["SyntheticAudio", "SyntheticVideo", "clock_position", "clock_text"]
+__all__ = ["SyntheticAudio", "SyntheticVideo", "clock_position", "clock_text", "draw_clock"]
 
 log = logging.getLogger("appliance.capture")
 
@@ -45,6 +45,22 @@ def clock_text(epoch_s: float) -> str:
 
 def _wall_s(clock: CaptureClock, ts_ms: float) -> float:
     return time.time() + (ts_ms - clock.now_ms()) / 1000.0
+
+
+def draw_clock(frame: av.VideoFrame, x: int, y: int, text: str, scale: int) -> None:
+    """Draw `text` into a yuv420p frame: glyphs into the luma plane, the box neutral grey in chroma (else
+    the colour bars beneath would tint it)."""
+    luma = frame.planes[0]
+    clockfont.draw_text(memoryview(luma), luma.line_size, x, y, text, scale)
+    width, height = clockfont.text_size(len(text), scale)
+    x0, x1 = x // 2, (x + width + 1) // 2
+    neutral = b"\x80" * (x1 - x0)
+    for index in (1, 2):
+        plane = frame.planes[index]
+        view = memoryview(plane)
+        for row in range(y // 2, (y + height + 1) // 2):
+            start = row * plane.line_size
+            view[start + x0 : start + x1] = neutral
 
 
 class SyntheticVideo:
@@ -88,14 +104,7 @@ class SyntheticVideo:
             frame = out.pull()
             assert isinstance(frame, av.VideoFrame)
             ts = round(due)
-            clockfont.draw_text(
-                memoryview(frame.planes[0]),
-                frame.planes[0].line_size,
-                x,
-                y,
-                clock_text(_wall_s(clock, ts)),
-                scale,
-            )
+            draw_clock(frame, x, y, clock_text(_wall_s(clock, ts)), scale)
             items: list[object] = []
             for unit in self.encoder.encode(frame, ts):
                 if unit.config is not None:
