@@ -25,6 +25,8 @@ PROPERTY_TESTS = [
     "tests/unit/test_h264.py",
     "tests/unit/test_hevc.py",
     "tests/unit/test_aac.py",
+    "tests/unit/test_v4l2.py",
+    "tests/unit/test_libcamera.py",
 ]
 
 
