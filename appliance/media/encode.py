@@ -250,19 +250,36 @@ class AudioEncoder:
         if self._origin_ms is None:
             self._origin_ms = pts_ms - self._samples * 1000.0 / self.sample_rate
         out: list[Packet] = []
-        for resampled in self._resampler.resample(frame):
-            resampled.pts = None
-            self._fifo.write(resampled)
-        while self._fifo.samples >= self.FRAME_SAMPLES:
-            chunk = self._fifo.read(self.FRAME_SAMPLES)
-            if chunk is None:
-                break
+        chunks: list[av.AudioFrame] = []
+        if self._ready(frame):
+            # Already what the encoder takes, in whole AAC frames (the synthetic sine): no resampler, no
+            # FIFO, which cost as much Python per frame as the encode itself.
+            chunks.append(frame)
+        else:
+            for resampled in self._resampler.resample(frame):
+                resampled.pts = None
+                self._fifo.write(resampled)
+            while self._fifo.samples >= self.FRAME_SAMPLES:
+                chunk = self._fifo.read(self.FRAME_SAMPLES)
+                if chunk is None:
+                    break
+                chunks.append(chunk)
+        for chunk in chunks:
             chunk.pts = self._samples
             chunk.time_base = self._ctx.time_base
             self._samples += self.FRAME_SAMPLES
             for packet in self._ctx.encode(chunk):
                 out.append(self._packet(packet))
         return out
+
+    def _ready(self, frame: av.AudioFrame) -> bool:
+        return (
+            frame.samples == self.FRAME_SAMPLES
+            and frame.format.name == "fltp"
+            and frame.sample_rate == self.sample_rate
+            and frame.layout.nb_channels == self.channels
+            and self._fifo.samples == 0
+        )
 
     def reset_clock(self) -> None:
         """Take the next frame's timestamp as the new origin (after lost audio)."""
