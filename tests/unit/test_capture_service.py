@@ -19,6 +19,7 @@ from appliance.bus import BusRegistry
 from appliance.config import CaptureConfig
 from appliance.hw import v4l2
 from appliance.hw.v4l2 import CAP_META_CAPTURE, VideoNode
+from appliance.media.capture import service as capture_service
 from appliance.media.capture.devices import AlsaAudio, V4l2Video
 from appliance.media.capture.service import CaptureService
 from appliance.media.capture.synthetic import SyntheticVideo
@@ -317,3 +318,24 @@ def test_alsa_device_that_cannot_open_is_a_lost_source() -> None:
         AlsaAudio("hw:1,0", AudioEncoder(), open_input=busy).run(
             ListSink(threading.Event(), 1), threading.Event()
         )
+
+
+async def test_auto_moves_from_synthetic_to_a_camera_plugged_in_later(
+    nodes: dict[str, VideoNode], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(capture_service, "RESCAN_S", 0.05)
+    svc = service(tmp_path, width=320, height=240, fps=10)  # auto, and no camera yet
+    with pytest.raises(BaseExceptionGroup) as raised:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(svc.run)
+            assert svc.plan is not None and svc.plan.source == "synthetic"
+            assert svc.state == "running" and svc.describe()["encoder"]["encoder"] == "libx264"  # type: ignore[index]
+            svc.root = SYSFS / "pi4"  # the C920 is plugged in
+            with trio.fail_after(10):
+                await trio.sleep_forever()
+    # The rescan found it and capture moved to it; there is no real /dev/video0 here, so opening it fails,
+    # which is what a supervisor restart would then retry.
+    error = capture_service._sole(raised.value)
+    assert isinstance(error, CaptureLostError) and "capture.device='/dev/video0': cannot open" in str(error)
+    assert svc.plan is not None and (svc.plan.source, svc.plan.device) == ("v4l2", "/dev/video0")
+    assert svc.runs == 2 and svc.last_error == str(error)
