@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -279,3 +280,24 @@ def test_bad_capture_config_names_the_key(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert "capture.width=1279: want an even number" in run.stderr
+
+
+def test_sighup_with_a_new_capture_size_restarts_capture_alone(tmp_path: Path) -> None:
+    app = start_appliance(tmp_path, "width = 320\nheight = 240\nfps = 15")
+    try:
+        base = app.web_url()
+        app.wait_healthy(base, timeout=30)
+        url = app.rtmp_url("live/cam")
+        video = next(s for s in ffprobe_streams(url) if s["codec_type"] == "video")
+        assert (video["width"], video["height"], video["r_frame_rate"]) == (320, 240, "15/1")
+        write_config(tmp_path / "appliance.toml", tmp_path / "state", "width = 640\nheight = 480\nfps = 15")
+        app.signal(signal.SIGHUP)
+        first = app.event("capture.started")
+        app.event("config.restart_child", child="capture")
+        app.wait_for(lambda d: d.get("event") == "capture.started" and d is not first)
+        video = next(s for s in ffprobe_streams(url) if s["codec_type"] == "video")
+        assert (video["width"], video["height"]) == (640, 480)
+        children = {c["name"]: c for c in http_get(base + "/api/status")[1]["supervisor"]["children"]}
+        assert children["relay"]["restarts"] == 0 and children["web"]["restarts"] == 0
+    finally:
+        assert app.stop() == 0
