@@ -192,3 +192,39 @@ def test_state_dir_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert c.default_state_dir() == tmp_path / "var"
     monkeypatch.setattr(c.os, "access", lambda *a: True)
     assert c.default_state_dir() == Path("/var/lib/appliance")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["capture.width=1279"], "capture.width=1279: want an even number (4:2:0 video)"),
+        (["capture.height=5000"], "capture.height=5000: want an integer from 16 to 2304"),
+        (["capture.source=file"], 'capture.file: required when capture.source = "file"'),
+        (["capture.encoder=x264"], 'capture.encoder=\'x264\': want "auto", "h264_v4l2m2m"'),
+        (["capture.device=video0"], "capture.device='video0': want a device path like \"/dev/video0\""),
+        (["capture.stream=cam"], "capture.stream='cam': want a stream name \"app/key\""),
+        (
+            ["capture.stream=cams/front"],
+            "capture.stream='cams/front': app 'cams' is not in rtmp.apps ['live']",
+        ),
+        (["capture.gop=10ms"], "capture.gop='10ms': shorter than one frame at 30 fps"),
+        (["capture.bitrate=2M"], "capture.bitrate='2M': want a bit rate with a unit"),
+    ],
+)
+def test_capture_errors_name_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_file(None, overrides)
+    assert message in str(e.value)
+
+
+def test_capture_settings_parse_and_render() -> None:
+    cfg = load_file(
+        None, ["capture.bitrate=1.5Mbit", "capture.gop=1s", "capture.fps=25", "capture.source=none"]
+    )
+    assert (cfg.capture.bitrate_bps, cfg.capture.gop_frames) == (1_500_000, 25)
+    assert cfg.to_dict()["capture"]["bitrate"] == "1500kbit"
+    assert cfg.to_dict()["capture"]["audio_bitrate"] == "128kbit"
+    # No camera: the stream's app need not be an RTMP app.
+    assert (
+        load_file(None, ["capture.source=none", "capture.stream=cams/front"]).capture.stream == "cams/front"
+    )
