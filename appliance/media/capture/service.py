@@ -454,10 +454,9 @@ class CaptureService:
                     height=cfg.height,
                     fps=cfg.fps,
                     start_ms=start_ms,
+                    audio=SyntheticAudio(self._audio_encoder(), start_ms=start_ms) if cfg.audio else None,
                 )
             )
-            if cfg.audio:
-                tracks.append(SyntheticAudio(self._audio_encoder(), start_ms=start_ms))
             return tracks
         if plan.source == "file":
             assert cfg.file is not None

@@ -14,12 +14,13 @@ import datetime
 import logging
 import threading
 import time
+from typing import Any
 
 import av
 from av.filter import Graph
 
 from appliance.media import clockfont
-from appliance.media.capture.tracks import CaptureClock, Sink, wait_until
+from appliance.media.capture.tracks import CaptureClock, Item, Sink, wait_until
 from appliance.media.encode import AudioEncoder, VideoEncoder
 
 __all__ = ["SyntheticAudio", "SyntheticVideo", "clock_position", "clock_text", "draw_clock"]
@@ -29,7 +30,6 @@ log = logging.getLogger("appliance.capture")
 # A frame later than this behind its slot is skipped rather than sent late (a starved CPU must not make
 # the picture lag further and further behind real time).
 _MAX_LATE_FRAMES = 5
-_AUDIO_BATCH = 2
 
 
 def clock_position(width: int, height: int) -> tuple[int, int, int]:
@@ -65,12 +65,22 @@ def draw_clock(frame: av.VideoFrame, x: int, y: int, text: str, scale: int) -> N
 
 
 class SyntheticVideo:
-    """testsrc2 frames with the time drawn in, encoded by `encoder`."""
+    """testsrc2 frames with the time drawn in, encoded by `encoder`; with `audio`, its sound too."""
 
     name = "video"
 
-    def __init__(self, encoder: VideoEncoder, *, width: int, height: int, fps: int, start_ms: float) -> None:
+    def __init__(
+        self,
+        encoder: VideoEncoder,
+        *,
+        width: int,
+        height: int,
+        fps: int,
+        start_ms: float,
+        audio: SyntheticAudio | None = None,
+    ) -> None:
         self.encoder = encoder
+        self.audio = audio
         self.width = width
         self.height = height
         self.fps = fps
@@ -106,30 +116,40 @@ class SyntheticVideo:
             assert isinstance(frame, av.VideoFrame)
             ts = round(due)
             draw_clock(frame, x, y, clock_text(_wall_s(clock, ts)), scale)
-            items: list[object] = []
+            items: list[Item] = []
             for unit in self.encoder.encode(frame, ts):
                 if unit.config is not None:
                     items.append(unit.config)
                 if unit.packet is not None:
                     items.append(unit.packet)
+            if self.audio is not None:
+                # The sound of this frame's interval rides along: one hand-off to trio per frame.
+                items.extend(self.audio.produce_until(due + 1000.0 / self.fps))
             if items:
-                sink.emit(items)  # type: ignore[arg-type]
+                sink.emit(items)
             slot += 1
 
 
 class SyntheticAudio:
-    """A 440 Hz sine with a short 1760 Hz beep every second, as AAC."""
+    """A 440 Hz sine with a short 1760 Hz beep every second, as AAC.
+
+    Used inside `SyntheticVideo` (one thread and one hand-off to trio per frame for both), or alone as a
+    track of its own.
+    """
 
     name = "audio"
 
     def __init__(self, encoder: AudioEncoder, *, start_ms: float) -> None:
         self.encoder = encoder
         self.start_ms = start_ms
+        self._graph: Graph | None = None
+        self._out: Any = None
+        self._samples = 0
 
     def interrupt(self) -> None:
         pass
 
-    def run(self, sink: Sink, stop: threading.Event) -> None:
+    def _open(self) -> None:
         rate = self.encoder.sample_rate
         graph = Graph()
         src = graph.add("sine", f"frequency=440:beep_factor=4:sample_rate={rate}:samples_per_frame=1024")
@@ -139,20 +159,30 @@ class SyntheticAudio:
         src.link_to(fmt)
         fmt.link_to(out)
         graph.configure()
-        sink.emit([self.encoder.config])
-        clock = sink.clock
-        samples = 0
+        self._graph = graph  # the sink is only valid while its graph lives
+        self._out = out
+
+    def produce_until(self, until_ms: float) -> list[Item]:
+        """The audio that starts before `until_ms` and was not produced yet (the config first, once)."""
+        items: list[Item] = []
+        if self._out is None:
+            self._open()
+            items.append(self.encoder.config)
+        rate = self.encoder.sample_rate
+        while (ts := self.start_ms + self._samples * 1000.0 / rate) < until_ms:
+            frame = self._out.pull()
+            assert isinstance(frame, av.AudioFrame)
+            items.extend(self.encoder.encode(frame, round(ts)))
+            self._samples += frame.samples
+        return items
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        rate = self.encoder.sample_rate
         while not stop.is_set():
-            # Two AAC frames (43 ms) per wake-up and per hand-off to trio: half the cross-thread traffic
-            # of one per frame, and still under the relay's 40 ms audio hold plus one frame.
-            due = self.start_ms + (samples + (_AUDIO_BATCH - 1) * 1024) * 1000.0 / rate
-            if not wait_until(clock, due, stop):
+            # Two AAC frames (43 ms) per wake-up and per hand-off to trio.
+            due = self.start_ms + (self._samples + 1024) * 1000.0 / rate
+            if not wait_until(sink.clock, due, stop):
                 return
-            packets = []
-            for _ in range(_AUDIO_BATCH):
-                frame = out.pull()
-                assert isinstance(frame, av.AudioFrame)
-                packets.extend(self.encoder.encode(frame, round(self.start_ms + samples * 1000.0 / rate)))
-                samples += frame.samples
-            if packets:
-                sink.emit(packets)
+            items = self.produce_until(due + 1.0)
+            if items:
+                sink.emit(items)
