@@ -4,8 +4,8 @@ It is what `make run` shows on a machine without a camera, and what the tests de
 proves the picture moves and lets a test read when a frame was made. The PyAV wheels' FFmpeg has no
 drawtext filter, so the digits come from `appliance.media.clockfont`.
 
-Both tracks are paced on the capture clock from one shared start time, so audio and video line up: video
-frame n is stamped start + n/fps, audio sample s start + s/rate.
+One thread paces the frames on the capture clock and makes each frame's sound with it, from one start
+time, so audio and video line up: video frame n is stamped start + n/fps, audio sample s start + s/rate.
 """
 
 from __future__ import annotations
@@ -133,11 +133,9 @@ class SyntheticVideo:
 class SyntheticAudio:
     """A 440 Hz sine with a short 1760 Hz beep every second, as AAC.
 
-    Used inside `SyntheticVideo` (one thread and one hand-off to trio per frame for both), or alone as a
-    track of its own.
+    Not a track of its own: `SyntheticVideo` makes each frame's sound in its thread and hands both to
+    trio together (a second thread cost more CPU than the audio encode).
     """
-
-    name = "audio"
 
     def __init__(self, encoder: AudioEncoder, *, start_ms: float) -> None:
         self.encoder = encoder
@@ -145,9 +143,6 @@ class SyntheticAudio:
         self._graph: Graph | None = None
         self._out: Any = None
         self._samples = 0
-
-    def interrupt(self) -> None:
-        pass
 
     def _open(self) -> None:
         rate = self.encoder.sample_rate
@@ -175,14 +170,3 @@ class SyntheticAudio:
             items.extend(self.encoder.encode(frame, round(ts)))
             self._samples += frame.samples
         return items
-
-    def run(self, sink: Sink, stop: threading.Event) -> None:
-        rate = self.encoder.sample_rate
-        while not stop.is_set():
-            # Two AAC frames (43 ms) per wake-up and per hand-off to trio.
-            due = self.start_ms + (self._samples + 1024) * 1000.0 / rate
-            if not wait_until(sink.clock, due, stop):
-                return
-            items = self.produce_until(due + 1.0)
-            if items:
-                sink.emit(items)
