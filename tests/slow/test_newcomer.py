@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import http_get
+from tests.peers import require_command
 
 TOP = Path(__file__).resolve().parents[2]
 
@@ -27,7 +28,11 @@ def test_clone_and_make_run_serves_health(tmp_path: Path) -> None:
     port = 18000 + os.getpid() % 1000
     env = dict(os.environ, UV_OFFLINE="1")
     env.pop("VIRTUAL_ENV", None)
-    args = f"--set web.listen=127.0.0.1:{port} --set state.dir={tmp_path / 'state'}"
+    rtmp_port = port + 1000
+    args = (
+        f"--set web.listen=127.0.0.1:{port} --set rtmp.listen=127.0.0.1:{rtmp_port} "
+        f"--set state.dir={tmp_path / 'state'}"
+    )
     proc = subprocess.Popen(
         ["make", "run", f"RUN_ARGS={args}"],
         cwd=clone,
@@ -45,10 +50,18 @@ def test_clone_and_make_run_serves_health(tmp_path: Path) -> None:
             except OSError:
                 time.sleep(0.2)
                 continue
-            if status[0] == 200:
+            if status[0] == 200 and not status[1].get("degraded"):  # the camera too has started
                 break
+            time.sleep(0.2)
         assert status == (200, {"status": "ok"}), proc.stdout.read() if proc.poll() is not None else status
         assert (clone / ".venv/bin/appliance").exists()
+        # No camera here: the synthetic one is live at rtmp://HOST/live/cam, as the README promises.
+        probe = subprocess.run(
+            [require_command("ffprobe"), "-v", "error", "-show_entries", "stream=codec_name",
+             "-of", "csv=p=0", f"rtmp://127.0.0.1:{rtmp_port}/live/cam"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert sorted(probe.stdout.split()) == ["aac", "h264"]
     finally:
         # Ctrl-C in the newcomer's terminal: SIGINT to make and to the appliance it runs.
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
