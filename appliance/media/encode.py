@@ -22,7 +22,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import av
@@ -36,19 +35,11 @@ from appliance.media.capture.annexb import AnnexBTranslator
 from appliance.media.capture.timing import KeyframeGate
 from appliance.media.packets import Codec, CodecConfig, Kind, Packet
 
-__all__ = ["AudioEncoder", "EncodedUnit", "VideoEncoder"]
+__all__ = ["AudioEncoder", "VideoEncoder"]
 
 log = logging.getLogger("appliance.capture")
 
 _MS = fractions.Fraction(1, 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedUnit:
-    """What one encode step produced: a config change (or None) and a packet (or None)."""
-
-    config: CodecConfig | None
-    packet: Packet | None
 
 
 class VideoEncoder:
@@ -128,8 +119,9 @@ class VideoEncoder:
 
     # -- the worker thread's side -------------------------------------------------------------------
 
-    def encode(self, frame: av.VideoFrame, pts_ms: int) -> list[EncodedUnit]:
-        """Encode one frame stamped `pts_ms`; returns what came out (zero or more units)."""
+    def encode(self, frame: av.VideoFrame, pts_ms: int) -> list[CodecConfig | Packet]:
+        """Encode one frame stamped `pts_ms`; returns what came out for the Bus, in order (a config when
+        the parameter sets changed, then packets; often nothing yet, or more than one)."""
         force = self._apply_controls()
         if frame.width != self.width or frame.height != self.height or frame.format.name != self._pix_fmt:
             frame = frame.reformat(width=self.width, height=self.height, format=self._pix_fmt)
@@ -141,7 +133,7 @@ class VideoEncoder:
         self.frames_in += 1
         return self._collect(self._ctx.encode(frame))
 
-    def flush(self) -> list[EncodedUnit]:
+    def flush(self) -> list[CodecConfig | Packet]:
         """Drain the encoder (at the end of a source)."""
         try:
             return self._collect(self._ctx.encode(None))
@@ -191,8 +183,8 @@ class VideoEncoder:
             log.info("capture.bitrate encoder=%s from_bps=%d to_bps=%d", self.name, old, bitrate)
         return force
 
-    def _collect(self, packets: list[Any]) -> list[EncodedUnit]:
-        out: list[EncodedUnit] = []
+    def _collect(self, packets: list[Any]) -> list[CodecConfig | Packet]:
+        out: list[CodecConfig | Packet] = []
         for packet in packets:
             pts = packet.pts
             if pts is None:
@@ -204,8 +196,7 @@ class VideoEncoder:
                 if unit.packet.keyframe:
                     with self._lock:
                         self._gate.keyframe_made(self._monotonic())
-            if unit.config is not None or unit.packet is not None:
-                out.append(EncodedUnit(unit.config, unit.packet))
+            out.extend(unit.items())
         return out
 
 

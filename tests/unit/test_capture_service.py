@@ -227,7 +227,7 @@ def test_encoder_keyframe_requests_are_rate_limited_and_bitrate_changes_live() -
         for plane in frame.planes:
             memoryview(plane)[:] = bytes([(n * 37) % 256]) * plane.buffer_size
         now[0] = n / 30
-        return [u.packet for u in encoder.encode(frame, n * 33) if u.packet is not None]
+        return [i for i in encoder.encode(frame, n * 33) if isinstance(i, Packet)]
 
     first = [p for n in range(5) for p in encode(n)]
     assert [p.keyframe for p in first] == [True, False, False, False, False]

@@ -32,6 +32,10 @@ class AccessUnit:
     config: CodecConfig | None
     packet: Packet | None  # None: the unit held only parameter sets or delimiters
 
+    def items(self) -> list[CodecConfig | Packet]:
+        """What goes to the Bus, in order: the config change first, then the packet."""
+        return [x for x in (self.config, self.packet) if x is not None]
+
 
 class AnnexBTranslator:
     """Translate H.264 Annex-B access units into `CodecConfig` + `Packet`.

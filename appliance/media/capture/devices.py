@@ -30,13 +30,6 @@ log = logging.getLogger("appliance.capture")
 Opener = Callable[..., Any]
 
 
-def _encode_items(encoder: VideoEncoder, frame: av.VideoFrame, ts: int) -> list[Item]:
-    out: list[Item] = []
-    for unit in encoder.encode(frame, ts):
-        out.extend(x for x in (unit.config, unit.packet) if x is not None)
-    return out
-
-
 class V4l2Video:
     """A V4L2 camera through FFmpeg's video4linux2 demuxer.
 
@@ -105,12 +98,12 @@ class V4l2Video:
                     ts = timeline.map(device_s, clock.now_ms())
                     if translator is not None:
                         unit = translator.translate(bytes(packet), pts_ms=ts)
-                        items: list[Item] = [x for x in (unit.config, unit.packet) if x is not None]
+                        items: list[Item] = list(unit.items())
                     else:
                         assert self.encoder is not None
                         items = []
                         for frame in packet.decode():
-                            items.extend(_encode_items(self.encoder, frame, ts))
+                            items.extend(self.encoder.encode(frame, ts))
                     self.frames += 1
                     if items:
                         sink.emit(items)
@@ -322,7 +315,7 @@ class RpicamVideo:
                 got += n
             ts = timeline.map(None, clock.now_ms())
             frame = i420_frame(view, self.width, self.height)
-            items = _encode_items(self.encoder, frame, ts)
+            items: list[Item] = list(self.encoder.encode(frame, ts))
             if items:
                 sink.emit(items)
 
@@ -342,7 +335,7 @@ class RpicamVideo:
                     if packet.size == 0:
                         continue
                     unit = translator.translate(bytes(packet), pts_ms=timeline.map(None, clock.now_ms()))
-                    items: list[Item] = [x for x in (unit.config, unit.packet) if x is not None]
+                    items = list(unit.items())
                     if items:
                         sink.emit(items)
             except av.error.FFmpegError:

@@ -71,7 +71,7 @@ class _Video:
             ]
         if self.translator is not None:
             unit = self.translator.translate(data, pts_ms=pts_ms, dts_ms=dts_ms)
-            return [x for x in (unit.config, unit.packet) if x is not None]
+            return list(unit.items())
         assert self.encoder is not None
         out: list[Item] = []
         for frame in packet.decode():
@@ -79,8 +79,7 @@ class _Video:
             # frame with its own time, moved onto the capture timeline like the packet's.
             if frame.pts is not None and frame.time_base is not None:
                 pts_ms = max(0, round(float(frame.pts * frame.time_base) * 1000.0 + base_ms))
-            for encoded in self.encoder.encode(frame, pts_ms):
-                out.extend(x for x in (encoded.config, encoded.packet) if x is not None)
+            out.extend(self.encoder.encode(frame, pts_ms))
         return out
 
 

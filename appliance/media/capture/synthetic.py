@@ -116,12 +116,7 @@ class SyntheticVideo:
             assert isinstance(frame, av.VideoFrame)
             ts = round(due)
             draw_clock(frame, x, y, clock_text(_wall_s(clock, ts)), scale)
-            items: list[Item] = []
-            for unit in self.encoder.encode(frame, ts):
-                if unit.config is not None:
-                    items.append(unit.config)
-                if unit.packet is not None:
-                    items.append(unit.packet)
+            items: list[Item] = list(self.encoder.encode(frame, ts))
             if self.audio is not None:
                 # The sound of this frame's interval rides along: one hand-off to trio per frame.
                 items.extend(self.audio.produce_until(due + 1000.0 / self.fps))
