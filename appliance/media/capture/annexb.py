@@ -71,19 +71,24 @@ class AnnexBTranslator:
         sps: list[bytes] = []
         pps: list[bytes] = []
         keyframe = False
+        aud = 0
         for nal in iter_avcc(avcc):
             nal_type = nal[0] & 0x1F
             if nal_type == _NAL_SPS:
                 sps.append(nal)
             elif nal_type == _NAL_PPS:
                 pps.append(nal)
-            elif nal_type != _NAL_AUD:
+            elif nal_type == _NAL_AUD:
+                aud += 1
+            else:
                 keyframe = keyframe or nal_type == _NAL_IDR
                 kept.append(nal)
         config = self._update(sps, pps)
         if not kept or self.config is None:
             return AccessUnit(config, None)
-        payload = b"".join(len(n).to_bytes(4, "big") + n for n in kept)
+        # Most units (every delta frame of an encoder) lose nothing: their AVCC form is the payload.
+        dropped = len(sps) + len(pps) + aud
+        payload = b"".join(len(n).to_bytes(4, "big") + n for n in kept) if dropped else avcc
         dts = pts_ms if dts_ms is None else dts_ms
         packet = Packet(
             kind=Kind.VIDEO, codec=Codec.H264, payload=payload, pts_ms=pts_ms, dts_ms=dts, keyframe=keyframe
