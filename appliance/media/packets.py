@@ -36,6 +36,7 @@ __all__ = [
     "Packet",
     "annexb_from_avcc",
     "avcc_from_annexb",
+    "avcc_with_4byte_lengths",
     "iter_avcc",
 ]
 
@@ -353,6 +354,24 @@ def _split_avcc(data: bytes, length_size: int) -> Iterator[memoryview]:
         pos += length_size
         yield view[pos : pos + size]
         pos += size
+
+
+def avcc_with_4byte_lengths(data: bytes, length_size: int) -> bytes:
+    """Re-prefix a length-prefixed buffer with the 4-byte lengths `Packet` payloads use.
+
+    Args:
+        data: NAL units with `length_size`-byte big-endian lengths.
+        length_size: 1, 2 or 4 (4: `data` is returned as is).
+
+    Returns:
+        The buffer with 4-byte lengths.
+
+    Raises:
+        ValueError: As for `iter_avcc`.
+    """
+    if length_size == 4:
+        return data
+    return b"".join(len(nal).to_bytes(4, "big") + nal for nal in _split_avcc(data, length_size))
 
 
 def annexb_from_avcc(data: bytes, *, length_size: int = 4) -> bytes:

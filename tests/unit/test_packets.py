@@ -16,6 +16,7 @@ from appliance.media.packets import (
     Packet,
     annexb_from_avcc,
     avcc_from_annexb,
+    avcc_with_4byte_lengths,
     iter_avcc,
 )
 from tests.fuzz import examples
@@ -284,3 +285,12 @@ def test_metadata_is_deeply_immutable() -> None:
 def test_metadata_keys_must_be_strings() -> None:
     with pytest.raises(TypeError, match="Metadata key 1: want str"):
         Metadata({1: "x"})  # type: ignore[arg-type]
+
+
+def test_avcc_with_4byte_lengths_reprefixes_short_lengths() -> None:
+    two = b"\x00\x02\x65\x88" + b"\x00\x01\x41"
+    assert avcc_with_4byte_lengths(two, 2) == b"\x00\x00\x00\x02\x65\x88\x00\x00\x00\x01\x41"
+    four = b"\x00\x00\x00\x01\x41"
+    assert avcc_with_4byte_lengths(four, 4) is four
+    with pytest.raises(ValueError, match="overruns"):
+        avcc_with_4byte_lengths(b"\x00\x09\x65", 2)

@@ -20,8 +20,8 @@ from appliance.media.aac import codec_config_from_asc
 from appliance.media.capture.annexb import AnnexBTranslator
 from appliance.media.capture.tracks import CaptureLostError, Item, Sink, wait_until
 from appliance.media.encode import AudioEncoder, VideoEncoder
-from appliance.media.h264 import codec_config_from_avc, parse_avc_config
-from appliance.media.packets import Codec, CodecConfig, Kind, Packet, iter_avcc
+from appliance.media.h264 import build_avc_config, codec_config_from_avc, parse_avc_config
+from appliance.media.packets import Codec, CodecConfig, Kind, Packet, avcc_with_4byte_lengths
 
 __all__ = ["FileTrack"]
 
@@ -43,8 +43,11 @@ class _Video:
         self.length_size = 4
         extradata = bytes(ctx.extradata or b"")
         if ctx.name == "h264" and extradata[:1] == b"\x01":
+            record = parse_avc_config(extradata)
+            self.length_size = record.length_size
+            if record.length_size != 4:  # payloads get 4-byte lengths below: the record must say so
+                extradata = build_avc_config(list(record.sps), list(record.pps))
             self.config = codec_config_from_avc(extradata)
-            self.length_size = parse_avc_config(extradata).length_size
         elif ctx.name == "h264":
             self.translator = AnnexBTranslator(fps=self.fps)
         else:
@@ -54,10 +57,7 @@ class _Video:
     def items(self, packet: Any, pts_ms: int, dts_ms: int, base_ms: float) -> list[Item]:
         data = bytes(packet)
         if self.config is not None:
-            if self.length_size != 4:
-                data = b"".join(
-                    len(n).to_bytes(4, "big") + n for n in iter_avcc(data, length_size=self.length_size)
-                )
+            data = avcc_with_4byte_lengths(data, self.length_size)
             return [
                 self.config,
                 Packet(

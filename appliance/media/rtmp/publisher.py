@@ -13,7 +13,7 @@ from dataclasses import replace
 from appliance.bus import Producer
 from appliance.media import aac, flv, h264, hevc
 from appliance.media.bitreader import CodecParseError
-from appliance.media.packets import Codec, CodecConfig, Kind, Metadata, Packet, iter_avcc
+from appliance.media.packets import Codec, CodecConfig, Kind, Metadata, Packet, avcc_with_4byte_lengths
 from appliance.media.rtmp.chunk import MessageType
 from appliance.media.rtmp.errors import RemoteProtocolError
 
@@ -170,10 +170,9 @@ class PublishAdapter:
 
 def _reprefix(packet: Packet, length_size: int) -> Packet:
     try:
-        nals = list(iter_avcc(packet.payload, length_size=length_size))
+        payload = avcc_with_4byte_lengths(packet.payload, length_size)
     except ValueError as exc:
         raise RemoteProtocolError(f"video frame at {packet.dts_ms} ms: {exc}") from None
-    payload = b"".join(len(n).to_bytes(4, "big") + n for n in nals)
     return Packet(
         kind=packet.kind,
         codec=packet.codec,
