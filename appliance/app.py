@@ -28,10 +28,11 @@ from starlette.responses import JSONResponse, Response
 from appliance import __version__
 from appliance import log as applog
 from appliance.bus import BusRegistry
-from appliance.config import Config, ConfigError, changed_sections, load_file
+from appliance.config import Config, ConfigError, PushTarget, changed_sections, load_file
 from appliance.log import quote
 from appliance.media.capture.service import CaptureService
 from appliance.media.recorder import Recorder
+from appliance.media.rtmp.push import RtmpPush
 from appliance.media.rtmp.server import RtmpServer, serve_rtmp
 from appliance.supervisor import (
     Backoff,
@@ -87,6 +88,8 @@ class Appliance:
         self.relay: RtmpServer | None = None
         self.recorder: Recorder | None = None
         self.capture: CaptureService | None = None
+        # Static pushes ([[push.targets]]), children of `egress` named push:NAME.
+        self.pushes: dict[str, tuple[PushTarget, RtmpPush]] = {}
         # Start order is this order; stop order the reverse. The watchdog comes last so that it stops
         # first (STOPPING=1 goes out before anything else winds down).
         self.children: list[ChildDef] = [
@@ -176,6 +179,27 @@ class Appliance:
             shutdown_s=1.0,
         )
 
+    async def _sync_pushes(self, cfg: Config) -> None:
+        """Make the egress supervisor's push children match `push.targets`: start new or changed targets,
+        stop removed, changed or disabled ones. Others keep streaming untouched."""
+        wanted = {f"push:{t.name}": t for t in cfg.push.targets if t.enabled}
+        for name, (target, _push) in list(self.pushes.items()):
+            if wanted.get(name) != target:
+                del self.pushes[name]
+                if self.egress.has_child(name):
+                    await self.egress.stop_child(name)
+                log.info("push.removed target=%s", target.name)
+        for name, target in wanted.items():
+            if name in self.pushes:
+                continue
+            push = RtmpPush(target.name, target.url, target.source, self.buses, verify_tls=target.verify_tls)
+            # Permanent: a target that fails (ingest down, refused) is retried with the supervisor's
+            # backoff for as long as it is configured.
+            spec = ChildSpec(name=name, factory=push.run, shutdown_s=cfg.supervisor.shutdown_s)
+            await self.egress.start_child(spec)
+            self.pushes[name] = (target, push)
+            log.info("push.added target=%s url=%s source=%s", target.name, push.url, target.source)
+
     # -- what the web app reads (web.app.StatusSource) -----------------------------------------
 
     def uptime_s(self) -> float:
@@ -190,6 +214,7 @@ class Appliance:
             "capture": self.capture.describe() if self.capture is not None else None,
             "config": self.cfg.to_dict(),
             "buses": [jsonable(b) for b in self.buses.snapshot()],
+            "pushes": [push.describe() for _, push in self.pushes.values()],
         }
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -212,6 +237,7 @@ class Appliance:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.root.run)
+                    await self._sync_pushes(self.cfg)
                     log.info("appliance.started status=%s", quote(status_line(self.snapshot())))
                     async for signum in signals:
                         if signum == signal.SIGHUP:
@@ -252,6 +278,8 @@ class Appliance:
             self.device_name = new.device.display_name()
             if "log" in changed:
                 applog.setup(new.log.format, new.log.level)
+            if "push" in changed:
+                await self._sync_pushes(new)
             for child in self.children:
                 if child.sections & changed:
                     log.info("config.restart_child child=%s", child.name)

@@ -33,6 +33,8 @@ __all__ = [
     "ConfigError",
     "DeviceConfig",
     "LogConfig",
+    "PushConfig",
+    "PushTarget",
     "RecordConfig",
     "RtmpConfig",
     "StateConfig",
@@ -398,6 +400,75 @@ class CaptureConfig:
         return max(1, round(self.gop_s * self.fps))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushTarget:
+    """One static push: a Bus to a remote RTMP(S) ingest."""
+
+    name: str
+    url: str  # holds the ingest's stream key: never logged or shown whole
+    source: str = "live/cam"
+    verify_tls: bool = True
+    enabled: bool = True
+
+    def shown_url(self) -> str:
+        scheme, _, rest = self.url.partition("://")
+        host, _, path = rest.partition("/")
+        app = path.partition("/")[0]
+        return f"{scheme}://{host}/{app}/<key>"
+
+
+_TARGET_KEYS = ("name", "url", "source", "verify_tls", "enabled")
+
+
+def parse_targets(value: object) -> tuple[PushTarget, ...]:
+    from appliance.media.rtmp.client import parse_rtmp_url  # the same parser the push uses
+
+    if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
+        raise _Invalid('want [[push.targets]] tables with name = "...", url = "rtmp://..."')
+    out: list[PushTarget] = []
+    for i, table in enumerate(value):
+        where = f"[{i}]"
+        for key in table:
+            if key not in _TARGET_KEYS:
+                hint = _hint(str(key), _TARGET_KEYS)
+                raise _Invalid(f"{where}.{key}: unknown key{hint}; known keys: {', '.join(_TARGET_KEYS)}")
+        name = table.get("name")
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise _Invalid(f'{where}.name: want a name made of letters, digits, "_", "." and "-"')
+        where = f"[{name}]"
+        url = table.get("url")
+        if not isinstance(url, str):
+            raise _Invalid(f"{where}.url: want rtmp://HOST[:PORT]/APP/KEY or rtmps://...")
+        try:
+            parse_rtmp_url(url)
+        except ValueError as e:
+            raise _Invalid(f"{where}.url: {e}") from None
+        source = table.get("source", "live/cam")
+        if not isinstance(source, str) or not _BUS_NAME_RE.fullmatch(source):
+            raise _Invalid(f'{where}.source: want a stream name "app/key"')
+        flags = {}
+        for key in ("verify_tls", "enabled"):
+            flag = table.get(key, True)
+            if not isinstance(flag, bool):
+                raise _Invalid(f"{where}.{key}: want true or false")
+            flags[key] = flag
+        if any(t.name == name for t in out):
+            raise _Invalid(f"{where}: two targets with this name")
+        out.append(PushTarget(name=name, url=url, source=source, **flags))
+    return tuple(out)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PushConfig:
+    targets: tuple[PushTarget, ...] = setting(
+        "targets",
+        parse_targets,
+        (),
+        "[[push.targets]] name, url (rtmp:// or rtmps://), source, verify_tls, enabled",
+        secret=True,
+    )
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StateConfig:
     dir: Path | None = setting(
@@ -446,6 +517,7 @@ class Config:
     web: WebConfig = section(WebConfig)
     capture: CaptureConfig = section(CaptureConfig)
     record: RecordConfig = section(RecordConfig)
+    push: PushConfig = section(PushConfig)
     state: StateConfig = section(StateConfig)
     log: LogConfig = section(LogConfig)
     supervisor: SupervisorConfig = section(SupervisorConfig)
@@ -484,6 +556,13 @@ def _render(value: object, f: dataclasses.Field[Any]) -> object:
     if f.name.endswith("bytes") and isinstance(value, int):
         unit = next(u for u in ("TB", "GB", "MB", "KB", "B") if value % _SIZE_UNITS[u] == 0)
         return f"{value // _SIZE_UNITS[unit]}{unit}"
+    if f.name == "targets" and isinstance(value, tuple):
+        # Stream keys never leave the process.
+        return [
+            {"name": t.name, "url": t.shown_url(), "source": t.source, "verify_tls": t.verify_tls,
+             "enabled": t.enabled}
+            for t in value
+        ]  # fmt: skip
     if isinstance(value, tuple):
         return list(value)
     if f.name == "auth" and isinstance(value, Mapping):

@@ -17,6 +17,7 @@ import trio
 
 from appliance.bus import BusRegistry
 from appliance.config import CaptureConfig
+from appliance.errors import sole_exception
 from appliance.hw import v4l2
 from appliance.hw.v4l2 import CAP_META_CAPTURE, VideoNode
 from appliance.media.capture import service as capture_service
@@ -335,7 +336,7 @@ async def test_auto_moves_from_synthetic_to_a_camera_plugged_in_later(
                 await trio.sleep_forever()
     # The rescan found it and capture moved to it; there is no real /dev/video0 here, so opening it fails,
     # which is what a supervisor restart would then retry.
-    error = capture_service._sole(raised.value)
+    error = sole_exception(raised.value)
     assert isinstance(error, CaptureLostError) and "capture.device='/dev/video0': cannot open" in str(error)
     assert svc.plan is not None and (svc.plan.source, svc.plan.device) == ("v4l2", "/dev/video0")
     assert svc.runs == 2 and svc.last_error == str(error)

@@ -228,3 +228,57 @@ def test_capture_settings_parse_and_render() -> None:
     assert (
         load_file(None, ["capture.source=none", "capture.stream=cams/front"]).capture.stream == "cams/front"
     )
+
+
+def test_push_targets_parse_and_never_show_their_keys(tmp_path: Path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text(
+        """
+[[push.targets]]
+name = "youtube"
+url = "rtmps://a.rtmp.youtube.com/live2/abcd-efgh-SECRET"
+[[push.targets]]
+name = "lab"
+url = "rtmp://10.0.0.5/live/x"
+source = "live/other"
+verify_tls = false
+enabled = false
+"""
+    )
+    cfg = load_file(path)
+    youtube, lab = cfg.push.targets
+    assert (youtube.name, youtube.source, youtube.verify_tls, youtube.enabled) == (
+        "youtube",
+        "live/cam",
+        True,
+        True,
+    )
+    assert (lab.source, lab.verify_tls, lab.enabled) == ("live/other", False, False)
+    shown = cfg.to_dict()["push"]["targets"]
+    assert shown[0]["url"] == "rtmps://a.rtmp.youtube.com/live2/<key>"
+    assert "SECRET" not in str(cfg.to_dict())
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            'name = "a"\nurl = "http://x/live/k"',
+            "push.targets=<secret>: [a].url: want rtmp://HOST[:PORT]/APP/NAME",
+        ),
+        ('name = "a"\nurl = "rtmp://x/live"', "[a].url: want rtmp://"),
+        ('url = "rtmp://x/live/k"', "[0].name: want a name"),
+        (
+            'name = "a"\nurl = "rtmp://x/live/k"\nverfy_tls = false',
+            "[0].verfy_tls: unknown key (did you mean 'verify_tls'?)",
+        ),
+        ('name = "a"\nurl = "rtmp://x/live/k"\nsource = "cam"', '[a].source: want a stream name "app/key"'),
+    ],
+)
+def test_push_target_errors_name_the_key_not_the_secret(tmp_path: Path, table: str, message: str) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text(f"[[push.targets]]\n{table}\n")
+    with pytest.raises(ConfigError) as e:
+        load_file(path)
+    assert message in str(e.value)
+    assert "rtmp://x/live/k" not in str(e.value)

@@ -32,6 +32,7 @@ import trio
 from appliance import __version__
 from appliance.bus import BusRegistry
 from appliance.config import CaptureConfig
+from appliance.errors import sole_exception
 from appliance.hw import encoders as hw_encoders
 from appliance.hw import libcamera, v4l2
 from appliance.hw.board import probe_board
@@ -85,13 +86,6 @@ class Plan:
         if self.skipped:
             out["skipped"] = [{"device": d, "reason": r} for d, r in self.skipped]
         return out
-
-
-def _sole(exc: BaseException) -> BaseException:
-    """The one exception inside (nested) single-member exception groups, else `exc` itself."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 class _Replan(Exception):
@@ -213,7 +207,7 @@ class CaptureService:
             except BaseException as exc:
                 # Tracks fail inside nurseries: unwrap a lone error so the supervisor, the log and
                 # /api/status say "camera gone", not "ExceptionGroup".
-                leaf = _sole(exc)
+                leaf = sole_exception(exc)
                 if isinstance(leaf, _Replan):
                     started = True
                     continue

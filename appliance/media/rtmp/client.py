@@ -7,6 +7,7 @@ bound every wait with their own `fail_after`/`move_on_after`.
 from __future__ import annotations
 
 import collections
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from appliance.media.rtmp.session import State
 __all__ = ["RtmpClient", "RtmpUrl", "StatusError", "parse_rtmp_url"]
 
 DEFAULT_PORT = 1935
+DEFAULT_TLS_PORT = 443  # rtmps:// (RTMP over TLS), the port cloud ingests listen on
 
 
 class StatusError(Exception):
@@ -33,34 +35,46 @@ class StatusError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RtmpUrl:
-    """`rtmp://host[:port]/app/name[?query]` taken apart."""
+    """`rtmp[s]://host[:port]/app/name[?query]` taken apart."""
 
     host: str
     port: int
     app: str
     name: str  # with its query, as publish/play send it
+    tls: bool = False
 
     @property
     def tc_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"rtmp://{host}:{self.port}/{self.app}"
+        return f"{'rtmps' if self.tls else 'rtmp'}://{host}:{self.port}/{self.app}"
+
+    def __str__(self) -> str:
+        # For logs: the stream name may carry a secret (a cloud ingest's stream key), so it is left out.
+        return f"{self.tc_url}/<key>"
 
 
 def parse_rtmp_url(url: str) -> RtmpUrl:
-    """Parse an RTMP URL; the app is the first path segment, the stream name the rest.
+    """Parse an RTMP or RTMPS URL; the app is the first path segment, the stream name the rest.
 
     Raises:
-        ValueError: Not an rtmp:// URL with a host, an app and a stream name.
+        ValueError: Not an rtmp:// or rtmps:// URL with a host, an app and a stream name. The message
+            does not repeat the URL's path (it may hold a stream key).
     """
+    want = "want rtmp://HOST[:PORT]/APP/NAME or rtmps://..."
     parts = urlsplit(url)
-    if parts.scheme != "rtmp" or not parts.hostname:
-        raise ValueError(f"{url!r}: want rtmp://HOST[:PORT]/APP/NAME")
+    if parts.scheme not in ("rtmp", "rtmps") or not parts.hostname:
+        raise ValueError(want)
     app, _, name = parts.path.lstrip("/").partition("/")
     if not app or not name:
-        raise ValueError(f"{url!r}: want rtmp://HOST[:PORT]/APP/NAME")
+        raise ValueError(want)
     if parts.query:
         name = f"{name}?{parts.query}"
-    return RtmpUrl(parts.hostname, parts.port or DEFAULT_PORT, app, name)
+    tls = parts.scheme == "rtmps"
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(want) from None
+    return RtmpUrl(parts.hostname, port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT), app, name, tls)
 
 
 class RtmpClient:
@@ -72,14 +86,36 @@ class RtmpClient:
         self._events: collections.deque[Event] = collections.deque()
 
     @classmethod
-    async def connect(cls, url: RtmpUrl, *, fourcc_list: tuple[str, ...] = ()) -> RtmpClient:
-        """Open TCP, handshake and `connect` to `url.app`.
+    async def connect(
+        cls, url: RtmpUrl, *, fourcc_list: tuple[str, ...] = (), verify_tls: bool = True
+    ) -> RtmpClient:
+        """Open TCP (and TLS for rtmps), handshake and `connect` to `url.app`.
+
+        Args:
+            url: Where to.
+            fourcc_list: Enhanced RTMP codecs to announce.
+            verify_tls: Check the server's certificate and host name (rtmps); False for self-signed
+                ingests on a trusted network.
 
         Raises:
             OSError: TCP connect failed.
+            trio.BrokenResourceError: The TLS handshake failed (its cause says why, e.g. the certificate).
             RemoteProtocolError: Handshake or connect failed (the message has the server's code).
         """
-        stream = await trio.open_tcp_stream(url.host, url.port)
+        tcp = await trio.open_tcp_stream(url.host, url.port)
+        stream: trio.abc.Stream = tcp
+        if url.tls:
+            context = ssl.create_default_context()
+            if not verify_tls:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            tls = trio.SSLStream(tcp, context, server_hostname=url.host)
+            try:
+                await tls.do_handshake()
+            except BaseException:
+                await trio.aclose_forcefully(tcp)
+                raise
+            stream = tls
         session = ClientSession(
             app=url.app, tc_url=url.tc_url, fourcc_list=fourcc_list, epoch_ms=int(trio.current_time() * 1000)
         )

@@ -1,0 +1,203 @@
+"""RTMP push egress: one Bus to one remote RTMP or RTMPS ingest (YouTube, Twitch, a cloud relay, nginx).
+
+Theory of operation
+-------------------
+`RtmpPush.run` is a supervised child (in the `egress` dynamic supervisor). It reports ready at once, so a
+target that is down at boot is retried rather than dropped, then makes one attempt: connect (TCP, TLS for
+rtmps), `connect`/`publish`, subscribe to the source Bus and pump. Any failure raises and the supervisor
+restarts the child with its backoff; each attempt starts clean from the Bus's GOP cache (configs, then a
+keyframe), so the ingest never sees a half GOP.
+
+Memory while the ingest is down or slow is bounded by the Bus: the subscription's queue drops to the next
+keyframe, and a subscription `max_lag` behind is cut off (the attempt fails and reconnects). Nothing here
+can stall the camera. Between attempts there is no subscription at all.
+
+The connection has two tasks: the pump (Bus events -> `PlayAdapter` -> the session's output) and a reader
+(acknowledgements, pings, the server's status messages; EOF ends the attempt). They share the socket
+through a lock. Sending the Bus's events reuses the relay's play path (`PlayAdapter`): to the ingest we
+look exactly like a relay serving one player.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from appliance.bus import BusRegistry, ProducerJoined, ProducerLeft, SubscriberCutOffError, Subscription
+from appliance.errors import sole_exception
+from appliance.log import quote
+from appliance.media.rtmp.client import RtmpClient, RtmpUrl, StatusError, parse_rtmp_url
+from appliance.media.rtmp.errors import RemoteProtocolError
+from appliance.media.rtmp.events import ConnectionClosed, StatusReceived
+from appliance.media.rtmp.player import ChunkCache, PlayAdapter
+from appliance.media.rtmp.session import State
+
+__all__ = ["PushError", "PushStats", "RtmpPush"]
+
+log = logging.getLogger("appliance.push")
+
+CONNECT_TIMEOUT_S = 10.0
+QUEUE = 512  # Bus events the push may have queued before it drops to the next keyframe
+MAX_LAG_MS = 10_000  # further behind than this (a stalled ingest): cut off, reconnect
+
+
+class PushError(Exception):
+    """An attempt ended: the message says why (no URL secrets in it)."""
+
+
+@dataclass
+class PushStats:
+    """What the status page and the cloud channel report about a push."""
+
+    state: str = "starting"  # connecting | streaming | waiting (for the source) | reconnecting
+    attempts: int = 0
+    connected_at: float | None = None
+    bytes_out: int = 0
+    packets_out: int = 0
+    dropped: int = 0
+    last_error: str | None = None
+    history: list[str] = field(default_factory=list)
+
+
+class RtmpPush:
+    """Push `source` to `url`.
+
+    Args:
+        name: The target's name (config `push.targets.name`, or the cloud stream id).
+        url: rtmp:// or rtmps:// with app and stream key.
+        source: The Bus to push, `app/key`.
+        buses: The process's Bus registry.
+        verify_tls: Check the ingest's certificate (rtmps).
+
+    Raises:
+        ValueError: A malformed URL (the message does not repeat its key).
+    """
+
+    def __init__(
+        self, name: str, url: str, source: str, buses: BusRegistry, *, verify_tls: bool = True
+    ) -> None:
+        self.name = name
+        self.url: RtmpUrl = parse_rtmp_url(url)
+        self.source = source
+        self.buses = buses
+        self.verify_tls = verify_tls
+        self.stats = PushStats()
+
+    def _state(self, state: str) -> None:
+        if state != self.stats.state:
+            self.stats.state = state
+            log.info("push.state target=%s state=%s", self.name, state)
+
+    def describe(self) -> dict[str, object]:
+        s = self.stats
+        return {
+            "name": self.name,
+            "url": str(self.url),
+            "source": self.source,
+            "state": s.state,
+            "attempts": s.attempts,
+            "bytes_out": s.bytes_out,
+            "packets_out": s.packets_out,
+            "last_error": s.last_error,
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """One attempt (the supervisor repeats it). Raises PushError when it ends."""
+        task_status.started()
+        self.stats.attempts += 1
+        self._state("connecting" if self.stats.attempts == 1 else "reconnecting")
+        try:
+            await self._attempt()
+        except PushError as e:
+            self.stats.last_error = str(e)
+            log.warning("push.failed target=%s url=%s error=%s", self.name, self.url, quote(str(e)))
+            raise
+        finally:
+            self.stats.connected_at = None
+
+    async def _attempt(self) -> None:
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                client = await RtmpClient.connect(self.url, verify_tls=self.verify_tls)
+        except trio.TooSlowError:
+            raise PushError(
+                f"no answer from {self.url.host}:{self.url.port} within {CONNECT_TIMEOUT_S:g} s"
+            ) from None
+        except OSError as e:
+            raise PushError(f"cannot connect to {self.url.host}:{self.url.port}: {e.strerror or e}") from None
+        except trio.BrokenResourceError as e:
+            raise PushError(f"TLS with {self.url.host} failed: {e.__cause__ or e}") from None
+        except RemoteProtocolError as e:
+            raise PushError(f"RTMP connect refused: {e}") from None
+        try:
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT_S):
+                    stream_id = await client.publish(self.url.name)
+            except StatusError as e:
+                raise PushError(f"publish refused: {e.status.code}") from None
+            except (trio.TooSlowError, RemoteProtocolError, trio.BrokenResourceError, OSError) as e:
+                raise PushError(f"publish failed: {e!r}") from None
+            log.info("push.connected target=%s url=%s source=%s", self.name, self.url, self.source)
+            self.stats.connected_at = trio.current_time()
+            await self._pump(client, stream_id)
+        finally:
+            await client.aclose()
+
+    async def _pump(self, client: RtmpClient, stream_id: int) -> None:
+        lock = trio.Lock()
+        adapter = PlayAdapter(client.session, stream_id, self.source, ("*",), ChunkCache(size=8))
+        sub = self.buses.subscribe(
+            self.source, max_queue=QUEUE, max_lag_ms=MAX_LAG_MS, label=f"rtmp-push:{self.name}"
+        )
+        with sub:
+            try:
+                await self._pump_events(client, stream_id, adapter, sub, lock)
+            except BaseException as exc:
+                leaf = sole_exception(exc)
+                if isinstance(leaf, SubscriberCutOffError):
+                    raise PushError(f"the ingest took nothing for {MAX_LAG_MS // 1000} s") from None
+                if isinstance(leaf, trio.BrokenResourceError | trio.ClosedResourceError | OSError):
+                    raise PushError(f"connection lost: {leaf!r}") from None
+                if isinstance(leaf, PushError) and leaf is not exc:
+                    raise leaf from None
+                raise
+            finally:
+                self.stats.dropped = sub.stats().dropped
+
+    async def _pump_events(
+        self, client: RtmpClient, stream_id: int, adapter: PlayAdapter, sub: Subscription, lock: trio.Lock
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read, client, lock)
+            self._state("streaming" if sub.bus.live else "waiting")
+            while True:
+                event = await sub.receive()
+                if isinstance(event, ProducerJoined):
+                    self._state("streaming")
+                elif isinstance(event, ProducerLeft):
+                    self._state("waiting")
+                adapter.handle(event)
+                async with lock:
+                    await client.flush()
+                adapter.flushed()
+                self.stats.bytes_out = adapter.bytes_out
+                self.stats.packets_out = adapter.messages_out
+
+    async def _read(self, client: RtmpClient, lock: trio.Lock) -> None:
+        """Take what the ingest sends: acks and pings (answered by the core), status, EOF."""
+        session = client.session
+        while True:
+            data = bytes(await client.stream.receive_some(65536))
+            if not data:
+                raise PushError("the ingest closed the connection")
+            for event in session.receive_data(data):
+                if isinstance(event, StatusReceived) and event.level == "error":
+                    raise PushError(f"the ingest said {event.code}: {event.description}")
+                if isinstance(event, ConnectionClosed):
+                    raise PushError("the ingest closed the connection")
+            if session.state in (State.CLOSED, State.ERROR):
+                raise PushError("the RTMP session ended")
+            async with lock:
+                await client.flush()

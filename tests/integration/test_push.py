@@ -1,0 +1,180 @@
+"""RTMP push egress against a real ingest: nginx-rtmp, plain and behind stunnel (RTMPS)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ApplianceProcess, http_get
+from tests.integration.rtmp_peers import free_port, killing, start
+from tests.peers import require_command
+
+pytestmark = pytest.mark.peers
+
+INGEST_CONF = """
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 64; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{port};
+        application ingest {{
+            live on;
+        }}
+    }}
+}}
+"""
+
+STUNNEL_CONF = """
+foreground = yes
+pid =
+[rtmps]
+accept = 127.0.0.1:{tls_port}
+connect = 127.0.0.1:{port}
+cert = {dir}/cert.pem
+key = {dir}/key.pem
+"""
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+
+
+@contextmanager
+def nginx_ingest(dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    dir.mkdir(exist_ok=True)
+    conf = dir / "nginx.conf"
+    conf.write_text(INGEST_CONF.format(dir=dir, port=port))
+    proc = start([require_command("nginx"), "-p", str(dir), "-e", str(dir / "error.log"), "-c", str(conf)],
+                 dir / "nginx.out")  # fmt: skip
+    with killing(proc):
+        wait_port(port, proc, dir / "error.log")
+        yield proc
+
+
+@contextmanager
+def stunnel(dir: Path, tls_port: int, port: int) -> Iterator[None]:
+    subprocess.run(
+        [require_command("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=ingest.test", "-keyout", str(dir / "key.pem"), "-out", str(dir / "cert.pem")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    conf = dir / "stunnel.conf"
+    conf.write_text(STUNNEL_CONF.format(dir=dir, tls_port=tls_port, port=port))
+    proc = start([require_command("stunnel4"), str(conf)], dir / "stunnel.out")
+    with killing(proc):
+        wait_port(tls_port, proc, dir / "stunnel.out")
+        yield
+
+
+def probe(url: str) -> list[str]:
+    run = subprocess.run(
+        [require_command("ffprobe"), "-v", "error", "-rw_timeout", "15000000", "-show_entries",
+         "stream=codec_name,width,height", "-of", "csv=p=0", url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return sorted(run.stdout.split())
+
+
+def appliance_pushing(tmp_path: Path, targets: str) -> ApplianceProcess:
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(
+        f"""
+[web]
+listen = "127.0.0.1:0"
+[rtmp]
+listen = "127.0.0.1:0"
+[state]
+dir = "{tmp_path / "state"}"
+[capture]
+source = "synthetic"
+width = 320
+height = 240
+fps = 15
+{targets}
+"""
+    )
+    return ApplianceProcess(cfg)
+
+
+def pushes(base: str) -> dict[str, dict[str, object]]:
+    return {p["name"]: p for p in http_get(base + "/api/status")[1]["pushes"]}
+
+
+def nth(app: ApplianceProcess, event: str, n: int, timeout: float = 60.0, **fields: str) -> dict[str, object]:
+    """The n-th (1-based) log line of `event` with `fields`."""
+    seen = [0]
+
+    def match(d: dict[str, object]) -> bool:
+        if d.get("event") == event and all(d.get(k) == v for k, v in fields.items()):
+            seen[0] += 1
+        return seen[0] >= n
+
+    return app.wait_for(match, timeout)
+
+
+def test_push_waits_for_its_ingest_and_survives_its_restart(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"rtmp://127.0.0.1:{port}/ingest/s3cr3t-key"
+    app = appliance_pushing(tmp_path, f'[[push.targets]]\nname = "nginx"\nurl = "{url}"\n')
+    try:
+        base = app.web_url()
+        # Nothing listens yet: the target is retried with backoff, not dropped.
+        app.event("push.failed", target="nginx", timeout=30)
+        for round_ in (1, 2):
+            with nginx_ingest(tmp_path / f"ingest{round_}", port):
+                nth(app, "push.connected", round_, target="nginx")
+                assert probe(url) == ["aac", "h264,320,240"]
+                state = pushes(base)["nginx"]
+                assert state["state"] == "streaming"
+                assert state["url"] == f"rtmp://127.0.0.1:{port}/ingest/<key>"
+            # The ingest is killed: the push notices and keeps retrying until it is back.
+            nth(app, "push.failed", round_ + 1, target="nginx")
+        # The stream key never reaches the log or the API.
+        assert "s3cr3t-key" not in app.log_text() and "s3cr3t-key" not in str(
+            http_get(base + "/api/status")[1]
+        )
+        streams = http_get(base + "/api/streams")[1]["streams"]
+        cam = next(item for item in streams if item["name"] == "live/cam")
+        assert cam["subscribers"] == []  # the dead push left no subscription behind
+    finally:
+        assert app.stop() == 0
+
+
+def test_rtmps_push_with_a_self_signed_ingest(tmp_path: Path) -> None:
+    port, tls_port = free_port(), free_port()
+    with nginx_ingest(tmp_path / "ingest", port), stunnel(tmp_path, tls_port, port):
+        url = f"rtmps://127.0.0.1:{tls_port}/ingest"
+        app = appliance_pushing(
+            tmp_path,
+            f'[[push.targets]]\nname = "trusting"\nurl = "{url}/one"\nverify_tls = false\n'
+            f'[[push.targets]]\nname = "checking"\nurl = "{url}/two"\n',
+        )
+        try:
+            base = app.web_url()
+            app.event("push.connected", target="trusting", timeout=30)
+            assert probe(f"rtmp://127.0.0.1:{port}/ingest/one") == ["aac", "h264,320,240"]
+            failed = app.event("push.failed", target="checking", timeout=30)
+            assert (
+                "CERTIFICATE_VERIFY_FAILED" in failed["error"]
+                or "certificate verify failed" in failed["error"]
+            )
+            assert pushes(base)["checking"]["state"] in ("connecting", "reconnecting")
+        finally:
+            assert app.stop() == 0
