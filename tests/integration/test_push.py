@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -176,5 +177,32 @@ def test_rtmps_push_with_a_self_signed_ingest(tmp_path: Path) -> None:
                 or "certificate verify failed" in failed["error"]
             )
             assert pushes(base)["checking"]["state"] in ("connecting", "reconnecting")
+        finally:
+            assert app.stop() == 0
+
+
+def test_sighup_applies_push_target_changes(tmp_path: Path) -> None:
+    port = free_port()
+    first = f'[[push.targets]]\nname = "a"\nurl = "rtmp://127.0.0.1:{port}/ingest/a"\n'
+    with nginx_ingest(tmp_path / "ingest", port):
+        app = appliance_pushing(tmp_path, first)
+        try:
+            base = app.web_url()
+            app.event("push.connected", target="a", timeout=30)
+            # a is disabled, b is new: b starts, a stops, nothing else restarts.
+            cfg = tmp_path / "appliance.toml"
+            cfg.write_text(
+                cfg.read_text().replace(first, "")
+                + first
+                + "enabled = false\n"
+                + f'[[push.targets]]\nname = "b"\nurl = "rtmp://127.0.0.1:{port}/ingest/b"\n'
+            )
+            app.signal(signal.SIGHUP)
+            app.event("push.removed", target="a")
+            app.event("push.connected", target="b", timeout=30)
+            assert probe(f"rtmp://127.0.0.1:{port}/ingest/b") == ["aac", "h264,320,240"]
+            assert set(pushes(base)) == {"b"}
+            children = {c["name"]: c for c in http_get(base + "/api/status")[1]["supervisor"]["children"]}
+            assert children["capture"]["restarts"] == 0 and children["relay"]["restarts"] == 0
         finally:
             assert app.stop() == 0
