@@ -206,3 +206,31 @@ def test_sighup_applies_push_target_changes(tmp_path: Path) -> None:
             assert children["capture"]["restarts"] == 0 and children["relay"]["restarts"] == 0
         finally:
             assert app.stop() == 0
+
+
+def test_a_stalled_ingest_never_stalls_the_camera(tmp_path: Path) -> None:
+    port = free_port()
+    with nginx_ingest(tmp_path / "ingest", port) as ingest:
+        app = appliance_pushing(
+            tmp_path, f'[[push.targets]]\nname = "stuck"\nurl = "rtmp://127.0.0.1:{port}/ingest/k"\n'
+        )
+        try:
+            base = app.web_url()
+            app.event("push.connected", target="stuck", timeout=30)
+            ingest.send_signal(signal.SIGSTOP)  # accepts nothing more: its socket buffers fill, then stop
+            try:
+                frames_before = http_get(base + "/api/status")[1]["capture"]["frames"]
+                failed = app.event("push.failed", target="stuck", timeout=40)
+                assert "took nothing for 10 s" in failed["error"]
+                status = http_get(base + "/api/status")[1]
+                # 15 fps went on regardless, the whole time the push was stuck.
+                assert status["capture"]["frames"] - frames_before >= 15 * 9
+                assert status["capture"]["state"] == "running"
+                cam = next(
+                    s for s in http_get(base + "/api/streams")[1]["streams"] if s["name"] == "live/cam"
+                )
+                assert all(s["queued"] <= 512 for s in cam["subscribers"])  # bounded while stuck
+            finally:
+                ingest.send_signal(signal.SIGCONT)
+        finally:
+            assert app.stop() == 0

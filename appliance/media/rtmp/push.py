@@ -156,7 +156,7 @@ class RtmpPush:
                 await self._pump_events(client, stream_id, adapter, sub, lock)
             except BaseException as exc:
                 leaf = sole_exception(exc)
-                if isinstance(leaf, SubscriberCutOffError):
+                if isinstance(leaf, SubscriberCutOffError | trio.TooSlowError):
                     raise PushError(f"the ingest took nothing for {MAX_LAG_MS // 1000} s") from None
                 if isinstance(leaf, trio.BrokenResourceError | trio.ClosedResourceError | OSError):
                     raise PushError(f"connection lost: {leaf!r}") from None
@@ -179,8 +179,11 @@ class RtmpPush:
                 elif isinstance(event, ProducerLeft):
                     self._state("waiting")
                 adapter.handle(event)
-                async with lock:
-                    await client.flush()
+                # A stalled ingest (it accepts but takes nothing) would block here for ever, while the
+                # Bus drops for us; give up after the same time the Bus would cut us off.
+                with trio.fail_after(MAX_LAG_MS / 1000):
+                    async with lock:
+                        await client.flush()
                 adapter.flushed()
                 self.stats.bytes_out = adapter.bytes_out
                 self.stats.packets_out = adapter.messages_out
