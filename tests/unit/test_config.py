@@ -264,9 +264,9 @@ enabled = false
     [
         (
             'name = "a"\nurl = "http://x/live/k"',
-            "push.targets=<secret>: [a].url: want rtmp://HOST[:PORT]/APP/NAME",
+            "push.targets=<secret>: [a].url: want rtmp://HOST[:PORT]/APP/KEY",
         ),
-        ('name = "a"\nurl = "rtmp://x/live"', "[a].url: want rtmp://"),
+        ('name = "a"\nurl = "rtmp://x/live"', "[a].url: no app or stream key in the path; want rtmp://"),
         ('url = "rtmp://x/live/k"', "[0].name: want a name"),
         (
             'name = "a"\nurl = "rtmp://x/live/k"\nverfy_tls = false',

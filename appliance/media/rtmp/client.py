@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import collections
 import ssl
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import trio
 
@@ -18,11 +16,9 @@ from appliance.media.rtmp.client_session import ClientSession
 from appliance.media.rtmp.errors import RemoteProtocolError
 from appliance.media.rtmp.events import ConnectionClosed, Event, StatusReceived
 from appliance.media.rtmp.session import State
+from appliance.media.rtmp.url import RtmpUrl, parse_rtmp_url
 
 __all__ = ["RtmpClient", "RtmpUrl", "StatusError", "parse_rtmp_url"]
-
-DEFAULT_PORT = 1935
-DEFAULT_TLS_PORT = 443  # rtmps:// (RTMP over TLS), the port cloud ingests listen on
 
 
 class StatusError(Exception):
@@ -31,50 +27,6 @@ class StatusError(Exception):
     def __init__(self, status: StatusReceived) -> None:
         super().__init__(f"{status.code}: {status.description}")
         self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class RtmpUrl:
-    """`rtmp[s]://host[:port]/app/name[?query]` taken apart."""
-
-    host: str
-    port: int
-    app: str
-    name: str  # with its query, as publish/play send it
-    tls: bool = False
-
-    @property
-    def tc_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'rtmps' if self.tls else 'rtmp'}://{host}:{self.port}/{self.app}"
-
-    def __str__(self) -> str:
-        # For logs: the stream name may carry a secret (a cloud ingest's stream key), so it is left out.
-        return f"{self.tc_url}/<key>"
-
-
-def parse_rtmp_url(url: str) -> RtmpUrl:
-    """Parse an RTMP or RTMPS URL; the app is the first path segment, the stream name the rest.
-
-    Raises:
-        ValueError: Not an rtmp:// or rtmps:// URL with a host, an app and a stream name. The message
-            does not repeat the URL's path (it may hold a stream key).
-    """
-    want = "want rtmp://HOST[:PORT]/APP/NAME or rtmps://..."
-    parts = urlsplit(url)
-    if parts.scheme not in ("rtmp", "rtmps") or not parts.hostname:
-        raise ValueError(want)
-    app, _, name = parts.path.lstrip("/").partition("/")
-    if not app or not name:
-        raise ValueError(want)
-    if parts.query:
-        name = f"{name}?{parts.query}"
-    tls = parts.scheme == "rtmps"
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(want) from None
-    return RtmpUrl(parts.hostname, port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT), app, name, tls)
 
 
 class RtmpClient:
