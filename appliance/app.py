@@ -28,7 +28,9 @@ from starlette.responses import JSONResponse, Response
 from appliance import __version__
 from appliance import log as applog
 from appliance.bus import BusRegistry
+from appliance.cloud.client import CloudClient
 from appliance.config import Config, ConfigError, PushTarget, changed_sections, load_file
+from appliance.hw.board import probe_board
 from appliance.log import quote
 from appliance.media.capture.service import CaptureService
 from appliance.media.recorder import Recorder
@@ -88,6 +90,7 @@ class Appliance:
         self.relay: RtmpServer | None = None
         self.recorder: Recorder | None = None
         self.capture: CaptureService | None = None
+        self.cloud: CloudClient | None = None
         # Static pushes ([[push.targets]]), children of `egress` named push:NAME.
         self.pushes: dict[str, tuple[PushTarget, RtmpPush]] = {}
         # Start order is this order; stop order the reverse. The watchdog comes last so that it stops
@@ -102,6 +105,7 @@ class Appliance:
                 sections=frozenset(),
                 build=lambda cfg: self.egress.as_child(shutdown_s=cfg.supervisor.shutdown_s),
             ),
+            ChildDef(name="cloud", sections=frozenset({"cloud"}), build=self._cloud_spec),
             ChildDef(name="watchdog", sections=frozenset(), build=self._watchdog_spec),
         ]
         self.root = Supervisor(
@@ -148,6 +152,21 @@ class Appliance:
         if self.relay is not None:  # a reload changed [capture]: the relay keeps its clients
             self.relay.reserved = self._reserved_streams(cfg)
         return ChildSpec(name="capture", factory=service.run, shutdown_s=cfg.supervisor.shutdown_s)
+
+    def _cloud_spec(self, cfg: Config) -> ChildSpec:
+        # Not critical: a controller that can't be reached must not take the device down. Its streams
+        # run in `egress` and end by their dead-man timers if the channel stays down.
+        client = CloudClient(
+            cfg.cloud,
+            self.egress,
+            self.buses,
+            device_id=cfg.cloud.device_id or cfg.device.display_name(),
+            version=self.version,
+            board=probe_board()["model"],
+            shutdown_s=cfg.supervisor.shutdown_s,
+        )
+        self.cloud = client
+        return ChildSpec(name="cloud", factory=client.run, shutdown_s=cfg.supervisor.shutdown_s)
 
     def _recorder_spec(self, cfg: Config) -> ChildSpec:
         async def run_recorder(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -215,6 +234,7 @@ class Appliance:
             "config": self.cfg.to_dict(),
             "buses": [jsonable(b) for b in self.buses.snapshot()],
             "pushes": [push.describe() for _, push in self.pushes.values()],
+            "cloud": self.cloud.describe() if self.cloud is not None else None,
         }
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_PATH",
     "Address",
     "CaptureConfig",
+    "CloudConfig",
     "Config",
     "ConfigError",
     "DeviceConfig",
@@ -469,6 +470,43 @@ class PushConfig:
     )
 
 
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def parse_cloud_url(value: object) -> str:
+    from urllib.parse import urlsplit
+
+    want = 'want "" (off), wss://HOST[:PORT]/PATH, or ws:// to a loopback address'
+    if value == "":
+        return ""
+    if not isinstance(value, str):
+        raise _Invalid(want)
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        raise _Invalid(want) from None
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise _Invalid(want)
+    if parts.scheme == "ws" and parts.hostname not in _LOOPBACK_HOSTS:
+        # The bearer token would cross the network in clear text.
+        raise _Invalid(f"plain ws:// only to loopback (the token would travel in clear); {want}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CloudConfig:
+    url: str = setting("url", parse_cloud_url, "", "fleet controller, wss://...; empty: no cloud channel")
+    token: str = setting("token", parse_str, "", "bearer token presented to the controller", secret=True)
+    deadman_s: float = setting(
+        "deadman", positive(parse_duration), 60.0, "a cloud stream with no keep-alive this long is stopped"
+    )
+    device_id: str = setting("device_id", parse_str, "", "id in the fleet (default: device.name or hostname)")
+    reconnect_max_s: float = setting(
+        "reconnect_max", positive(parse_duration), 30.0, "cap of the reconnect backoff"
+    )
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StateConfig:
     dir: Path | None = setting(
@@ -518,6 +556,7 @@ class Config:
     capture: CaptureConfig = section(CaptureConfig)
     record: RecordConfig = section(RecordConfig)
     push: PushConfig = section(PushConfig)
+    cloud: CloudConfig = section(CloudConfig)
     state: StateConfig = section(StateConfig)
     log: LogConfig = section(LogConfig)
     supervisor: SupervisorConfig = section(SupervisorConfig)
@@ -565,6 +604,8 @@ def _render(value: object, f: dataclasses.Field[Any]) -> object:
         ]  # fmt: skip
     if isinstance(value, tuple):
         return list(value)
+    if f.metadata.get("secret") and isinstance(value, str):
+        return "<set>" if value else ""
     if f.name == "auth" and isinstance(value, Mapping):
         # Secrets never leave the process: say how many there are, not what they are.
         return {app: {"publish": len(a.publish), "play": len(a.play)} for app, a in value.items()}

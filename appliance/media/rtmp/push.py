@@ -21,6 +21,7 @@ look exactly like a relay serving one player.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -76,7 +77,14 @@ class RtmpPush:
     """
 
     def __init__(
-        self, name: str, url: str, source: str, buses: BusRegistry, *, verify_tls: bool = True
+        self,
+        name: str,
+        url: str,
+        source: str,
+        buses: BusRegistry,
+        *,
+        verify_tls: bool = True,
+        on_state: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.name = name
         self.url: RtmpUrl = parse_rtmp_url(url)
@@ -84,11 +92,15 @@ class RtmpPush:
         self.buses = buses
         self.verify_tls = verify_tls
         self.stats = PushStats()
+        # Told every state change and failure (state, error): the cloud channel reports them upstream.
+        self.on_state = on_state
 
     def _state(self, state: str) -> None:
         if state != self.stats.state:
             self.stats.state = state
             log.info("push.state target=%s state=%s", self.name, state)
+            if self.on_state is not None:
+                self.on_state(state, None)
 
     def describe(self) -> dict[str, object]:
         s = self.stats
@@ -112,6 +124,8 @@ class RtmpPush:
             await self._attempt()
         except PushError as e:
             self.stats.last_error = str(e)
+            if self.on_state is not None:
+                self.on_state("error", str(e))
             log.warning("push.failed target=%s url=%s error=%s", self.name, self.url, quote(str(e)))
             raise
         finally:
