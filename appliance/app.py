@@ -164,6 +164,7 @@ class Appliance:
             version=self.version,
             board=probe_board()["model"],
             shutdown_s=cfg.supervisor.shutdown_s,
+            status=lambda: (self.uptime_s(), status_line(self.snapshot())),
         )
         self.cloud = client
         return ChildSpec(name="cloud", factory=client.run, shutdown_s=cfg.supervisor.shutdown_s)

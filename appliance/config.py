@@ -502,6 +502,9 @@ class CloudConfig:
         "deadman", positive(parse_duration), 60.0, "a cloud stream with no keep-alive this long is stopped"
     )
     device_id: str = setting("device_id", parse_str, "", "id in the fleet (default: device.name or hostname)")
+    heartbeat_s: float = setting(
+        "heartbeat", positive(parse_duration), 15.0, "device_status is sent this often while connected"
+    )
     reconnect_max_s: float = setting(
         "reconnect_max", positive(parse_duration), 30.0, "cap of the reconnect backoff"
     )

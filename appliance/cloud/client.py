@@ -82,6 +82,8 @@ class CloudClient:
         self._ws: WebSocketConnection | None = None
         self._actions_in, self._actions_out = trio.open_memory_channel[Sequence[Action]](_ACTIONS_QUEUE)
         self._changed = trio.Event()
+        self._heartbeat_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
 
     def describe(self) -> dict[str, object]:
         active = self.streams.active
@@ -115,9 +117,24 @@ class CloudClient:
                 log.warning("cloud.orphan_stopped child=%s", name)
                 await self.egress.stop_child(name)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._act)
             nursery.start_soon(self._timers)
             await self._connect_forever()
+
+    async def _heartbeat(self, ws: WebSocketConnection, scope: trio.CancelScope) -> None:
+        """`device_status` every `cloud.heartbeat` while this connection is up."""
+        with scope:
+            while True:
+                await trio.sleep(self.cfg.heartbeat_s)
+                uptime_s, health = self.status()
+                active = self.streams.active
+                streams = [] if active is None else [{"streamId": active.stream_id, "status": active.state}]
+                text = protocol.device_status(uptime_s, streams, health, int(time.time() * 1000))
+                try:
+                    await ws.send_message(text)
+                except ConnectionClosed:
+                    return
 
     async def _timers(self) -> None:
         while True:
@@ -147,6 +164,9 @@ class CloudClient:
                         )
                     )  # fmt: skip
                     self._queue(self.streams.announce(self._now()))
+                    self._heartbeat_scope = trio.CancelScope()
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._heartbeat, ws, self._heartbeat_scope)
                     while True:
                         text = await ws.get_message()
                         if isinstance(text, bytes):
@@ -158,6 +178,7 @@ class CloudClient:
                 log.warning("cloud.disconnected error=%s", quote(self.last_error))
             finally:
                 self._ws = None
+                self._heartbeat_scope.cancel()
             failures += 1
             self.state = "reconnecting"
             delay = min(self.cfg.reconnect_max_s, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.8, 1.2)

@@ -81,6 +81,7 @@ url = "ws://127.0.0.1:{ws_port}/device"
 token = "{TOKEN}"
 device_id = "north-gate"
 deadman = "3s"
+heartbeat = "1s"
 """
             )
             app = ApplianceProcess(cfg)
@@ -88,6 +89,8 @@ deadman = "3s"
                 hello = await controller.next(of("hello"))
                 assert hello["deviceId"] == "north-gate" and "rtmps" in hello["capabilities"]
                 assert controller.auth[-1] == f"Bearer {TOKEN}"
+                beat = await controller.next(of("device_status"))
+                assert beat["uptime"] > 0 and beat["streams"] == [] and isinstance(beat["health"], str)
 
                 await controller.say(type="start_rtmp_stream", streamId="s1", appId="cam-app", rtmpUrl=url)
                 keeping = trio.CancelScope()

@@ -282,3 +282,24 @@ def test_push_target_errors_name_the_key_not_the_secret(tmp_path: Path, table: s
         load_file(path)
     assert message in str(e.value)
     assert "rtmp://x/live/k" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("cloud.url=ws://fleet.example.com/device", "plain ws:// only to loopback"),
+        ("cloud.url=https://fleet.example.com", 'want "" (off), wss://HOST[:PORT]/PATH'),
+        ("cloud.deadman=0s", "cloud.deadman='0s': want a value above zero"),
+    ],
+)
+def test_cloud_errors_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_file(None, [override])
+    assert message in str(e.value)
+
+
+def test_cloud_token_is_never_shown() -> None:
+    cfg = load_file(None, ["cloud.url=wss://fleet.example.com/device", "cloud.token=very-secret"])
+    assert cfg.cloud.token == "very-secret" and cfg.cloud.deadman_s == 60.0
+    assert cfg.to_dict()["cloud"]["token"] == "<set>"
+    assert load_file(None, ["cloud.url=ws://127.0.0.1:9000/d"]).cloud.url == "ws://127.0.0.1:9000/d"
