@@ -140,3 +140,75 @@ def wait_events(app: ApplianceProcess, name: str, count: int, timeout: float = 2
         if time.monotonic() > deadline:
             raise AssertionError(f"fewer than {count} {name} events in {timeout}s:\n{app.log_text()[-3000:]}")
         time.sleep(0.05)
+
+
+INGEST_CONF = """
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 64; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{port};
+        application ingest {{
+            live on;
+        }}
+    }}
+}}
+"""
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+
+
+@contextmanager
+def nginx_ingest(dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    dir.mkdir(exist_ok=True)
+    conf = dir / "nginx.conf"
+    conf.write_text(INGEST_CONF.format(dir=dir, port=port))
+    proc = start([require_command("nginx"), "-p", str(dir), "-e", str(dir / "error.log"), "-c", str(conf)],
+                 dir / "nginx.out")  # fmt: skip
+    with killing(proc):
+        wait_port(port, proc, dir / "error.log")
+        yield proc
+
+
+def probe(url: str) -> list[str]:
+    run = subprocess.run(
+        [require_command("ffprobe"), "-v", "error", "-rw_timeout", "15000000", "-show_entries",
+         "stream=codec_name,width,height", "-of", "csv=p=0", url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return sorted(run.stdout.split())
+
+
+def camera_appliance(tmp_path: Path, extra: str = "") -> ApplianceProcess:
+    """The real appliance on loopback ports with a small synthetic camera (320x240, 15 fps) + `extra`."""
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(
+        f"""
+[web]
+listen = "127.0.0.1:0"
+[rtmp]
+listen = "127.0.0.1:0"
+[state]
+dir = "{tmp_path / "state"}"
+[capture]
+source = "synthetic"
+width = 320
+height = 240
+fps = 15
+{extra}
+"""
+    )
+    return ApplianceProcess(cfg)

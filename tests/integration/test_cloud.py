@@ -13,9 +13,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from tests.harness import ApplianceProcess, http_get
-from tests.integration.rtmp_peers import free_port
-from tests.integration.test_push import nginx_ingest, probe
+from tests.harness import http_get
+from tests.integration.rtmp_peers import camera_appliance, free_port, nginx_ingest, probe
 
 pytestmark = pytest.mark.peers
 
@@ -62,29 +61,17 @@ async def test_cloud_stream_starts_keeps_alive_and_dies_with_its_controller(tmp_
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_websocket, controller.handler, "127.0.0.1", ws_port, None)
         with nginx_ingest(tmp_path / "ingest", ingest_port):
-            cfg = tmp_path / "appliance.toml"
-            cfg.write_text(
+            app = camera_appliance(
+                tmp_path,
                 f"""
-[web]
-listen = "127.0.0.1:0"
-[rtmp]
-listen = "127.0.0.1:0"
-[state]
-dir = "{tmp_path / "state"}"
-[capture]
-source = "synthetic"
-width = 320
-height = 240
-fps = 15
 [cloud]
 url = "ws://127.0.0.1:{ws_port}/device"
 token = "{TOKEN}"
 device_id = "north-gate"
 deadman = "3s"
 heartbeat = "1s"
-"""
+""",
             )
-            app = ApplianceProcess(cfg)
             try:
                 hello = await controller.next(of("hello"))
                 assert hello["deviceId"] == "north-gate" and "rtmps" in hello["capabilities"]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,27 +11,18 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ApplianceProcess, http_get
-from tests.integration.rtmp_peers import free_port, killing, start
+from tests.integration.rtmp_peers import (
+    camera_appliance,
+    free_port,
+    killing,
+    nginx_ingest,
+    probe,
+    start,
+    wait_port,
+)
 from tests.peers import require_command
 
 pytestmark = pytest.mark.peers
-
-INGEST_CONF = """
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-master_process off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log info;
-events {{ worker_connections 64; }}
-rtmp {{
-    server {{
-        listen 127.0.0.1:{port};
-        application ingest {{
-            live on;
-        }}
-    }}
-}}
-"""
 
 STUNNEL_CONF = """
 foreground = yes
@@ -44,29 +33,6 @@ connect = 127.0.0.1:{port}
 cert = {dir}/cert.pem
 key = {dir}/key.pem
 """
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-            time.sleep(0.05)
-
-
-@contextmanager
-def nginx_ingest(dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    dir.mkdir(exist_ok=True)
-    conf = dir / "nginx.conf"
-    conf.write_text(INGEST_CONF.format(dir=dir, port=port))
-    proc = start([require_command("nginx"), "-p", str(dir), "-e", str(dir / "error.log"), "-c", str(conf)],
-                 dir / "nginx.out")  # fmt: skip
-    with killing(proc):
-        wait_port(port, proc, dir / "error.log")
-        yield proc
 
 
 @contextmanager
@@ -82,36 +48,6 @@ def stunnel(dir: Path, tls_port: int, port: int) -> Iterator[None]:
     with killing(proc):
         wait_port(tls_port, proc, dir / "stunnel.out")
         yield
-
-
-def probe(url: str) -> list[str]:
-    run = subprocess.run(
-        [require_command("ffprobe"), "-v", "error", "-rw_timeout", "15000000", "-show_entries",
-         "stream=codec_name,width,height", "-of", "csv=p=0", url],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    return sorted(run.stdout.split())
-
-
-def appliance_pushing(tmp_path: Path, targets: str) -> ApplianceProcess:
-    cfg = tmp_path / "appliance.toml"
-    cfg.write_text(
-        f"""
-[web]
-listen = "127.0.0.1:0"
-[rtmp]
-listen = "127.0.0.1:0"
-[state]
-dir = "{tmp_path / "state"}"
-[capture]
-source = "synthetic"
-width = 320
-height = 240
-fps = 15
-{targets}
-"""
-    )
-    return ApplianceProcess(cfg)
 
 
 def pushes(base: str) -> dict[str, dict[str, object]]:
@@ -133,7 +69,7 @@ def nth(app: ApplianceProcess, event: str, n: int, timeout: float = 60.0, **fiel
 def test_push_waits_for_its_ingest_and_survives_its_restart(tmp_path: Path) -> None:
     port = free_port()
     url = f"rtmp://127.0.0.1:{port}/ingest/s3cr3t-key"
-    app = appliance_pushing(tmp_path, f'[[push.targets]]\nname = "nginx"\nurl = "{url}"\n')
+    app = camera_appliance(tmp_path, f'[[push.targets]]\nname = "nginx"\nurl = "{url}"\n')
     try:
         base = app.web_url()
         # Nothing listens yet: the target is retried with backoff, not dropped.
@@ -162,7 +98,7 @@ def test_rtmps_push_with_a_self_signed_ingest(tmp_path: Path) -> None:
     port, tls_port = free_port(), free_port()
     with nginx_ingest(tmp_path / "ingest", port), stunnel(tmp_path, tls_port, port):
         url = f"rtmps://127.0.0.1:{tls_port}/ingest"
-        app = appliance_pushing(
+        app = camera_appliance(
             tmp_path,
             f'[[push.targets]]\nname = "trusting"\nurl = "{url}/one"\nverify_tls = false\n'
             f'[[push.targets]]\nname = "checking"\nurl = "{url}/two"\n',
@@ -185,7 +121,7 @@ def test_sighup_applies_push_target_changes(tmp_path: Path) -> None:
     port = free_port()
     first = f'[[push.targets]]\nname = "a"\nurl = "rtmp://127.0.0.1:{port}/ingest/a"\n'
     with nginx_ingest(tmp_path / "ingest", port):
-        app = appliance_pushing(tmp_path, first)
+        app = camera_appliance(tmp_path, first)
         try:
             base = app.web_url()
             app.event("push.connected", target="a", timeout=30)
@@ -211,7 +147,7 @@ def test_sighup_applies_push_target_changes(tmp_path: Path) -> None:
 def test_a_stalled_ingest_never_stalls_the_camera(tmp_path: Path) -> None:
     port = free_port()
     with nginx_ingest(tmp_path / "ingest", port) as ingest:
-        app = appliance_pushing(
+        app = camera_appliance(
             tmp_path, f'[[push.targets]]\nname = "stuck"\nurl = "rtmp://127.0.0.1:{port}/ingest/k"\n'
         )
         try:
