@@ -87,6 +87,7 @@ class Appliance:
         self.egress = DynamicSupervisor(
             "egress", max_restarts=s.max_restarts, max_seconds=s.window_s, backoff=backoff
         )
+        self.board = probe_board()  # read once: capture's encoder probe and the cloud hello both use it
         self.relay: RtmpServer | None = None
         self.recorder: Recorder | None = None
         self.capture: CaptureService | None = None
@@ -147,7 +148,7 @@ class Appliance:
     def _capture_spec(self, cfg: Config) -> ChildSpec:
         # One service per config: it remembers its camera (for re-plug) and its encoder probe across the
         # supervisor's restarts. Not critical: a missing camera must not take the relay down.
-        service = CaptureService(cfg.capture, self.buses)
+        service = CaptureService(cfg.capture, self.buses, board=self.board)
         self.capture = service
         if self.relay is not None:  # a reload changed [capture]: the relay keeps its clients
             self.relay.reserved = self._reserved_streams(cfg)
@@ -162,7 +163,7 @@ class Appliance:
             self.buses,
             device_id=cfg.cloud.device_id or cfg.device.display_name(),
             version=self.version,
-            board=probe_board()["model"],
+            board=self.board["model"],
             shutdown_s=cfg.supervisor.shutdown_s,
             status=lambda: (self.uptime_s(), status_line(self.snapshot())),
         )
