@@ -422,7 +422,7 @@ _TARGET_KEYS = ("name", "url", "source", "verify_tls", "enabled")
 
 
 def parse_targets(value: object) -> tuple[PushTarget, ...]:
-    from appliance.media.rtmp.client import parse_rtmp_url  # the same parser the push uses
+    from appliance.media.rtmp.url import parse_rtmp_url  # the same (pure) parser the push uses
 
     if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
         raise _Invalid('want [[push.targets]] tables with name = "...", url = "rtmp://..."')
