@@ -1,4 +1,4 @@
-"""The ``appliance`` command: run | check-config | status | probe | version."""
+"""The ``appliance`` command: run | check-config | status | probe | controller | version."""
 
 from __future__ import annotations
 
@@ -166,6 +166,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_controller(args: argparse.Namespace) -> int:
+    import trio
+
+    from appliance import log as applog
+    from appliance.cloud.controller import run_controller, settings_from
+
+    try:
+        settings = settings_from(args, os.environ)
+    except ValueError as e:
+        print(f"controller: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    applog.setup(args.log_format, "info")
+    return trio.run(run_controller, settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Edge streaming appliance.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,6 +214,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="TOML config (its [capture] wishes)")
     with_config(p)
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser(
+        "controller",
+        help="run the reference fleet controller (devices connect to it; JSON API; managed RTMP ingest)",
+        description="Tokens come from the environment, not the command line (ps shows arguments): "
+        "APPLIANCE_CONTROLLER_DEVICE_TOKENS='DEVICE=TOKEN,...' (or one TOKEN for any device) or "
+        "--device-tokens FILE (lines 'DEVICE TOKEN', '* TOKEN' for any device), and "
+        "APPLIANCE_CONTROLLER_API_TOKEN for the operator API.",
+    )
+    p.add_argument("--listen", default="127.0.0.1:8700", help="HTTP API and the devices' ws:///device")
+    p.add_argument("--rtmp-listen", default="127.0.0.1:1936", help='managed ingest relay, or "off"')
+    p.add_argument("--public-host", default="", help="host in the RTMP URLs handed out")
+    p.add_argument("--device-tokens", metavar="FILE", help="device tokens, one 'DEVICE TOKEN' per line")
+    p.add_argument("--keepalive", default="15s", help="keep-alive period")
+    p.add_argument("--ack-timeout", default="10s", help="an unanswered keep-alive is missed after this")
+    p.add_argument("--max-missed", type=int, default=3, help="missed keep-alives in a row -> timeout")
+    p.add_argument("--stop-timeout", default="10s", help="wait this long for a device to confirm a stop")
+    p.add_argument("--log-format", choices=("auto", "logfmt", "json"), default="auto")
+    p.set_defaults(func=cmd_controller)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

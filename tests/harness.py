@@ -32,31 +32,30 @@ class ApplianceProcess:
     """``python -m appliance run --config FILE`` with JSON logs collected line by line."""
 
     def __init__(
-        self, config: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+        self,
+        config: Path | None,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        command: tuple[str, ...] | None = None,
     ) -> None:
+        """Run the appliance on `config` (+ `args`), or ``python -m appliance *command`` (another
+        subcommand, like ``controller``) when `command` is given."""
         full_env = {
             k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
         }
         full_env.update(env or {})
         # The camera costs CPU in every test that starts the appliance; only tests about capture want it.
         # A test opts in by writing a [capture] section or passing --set capture.*.
-        wants_capture = (config.exists() and "[capture]" in config.read_text()) or any(
-            "capture." in a for a in args
-        )
-        no_camera = () if wants_capture else ("--set", "capture.source=none")
+        if command is None:
+            assert config is not None
+            wants_capture = (config.exists() and "[capture]" in config.read_text()) or any(
+                "capture." in a for a in args
+            )
+            no_camera = () if wants_capture else ("--set", "capture.source=none")
+            command = ("run", "--config", str(config), "--set", "log.format=json", *no_camera, *args)
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "appliance",
-                "run",
-                "--config",
-                str(config),
-                "--set",
-                "log.format=json",
-                *no_camera,
-                *args,
-            ],
+            [sys.executable, "-m", "appliance", *command],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -184,10 +184,7 @@ def parse_controller_message(text: str) -> ControllerMessage:
         MessageError: Over `MAX_MESSAGE_BYTES`, not JSON, not an object, an unknown type, or a field
             missing or malformed; the message names the field, and `about` says what it was about.
     """
-    # Check the cheap bound first, so a huge frame is never encoded; surrogatepass so no text raises.
-    if len(text) > MAX_MESSAGE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
-        raise MessageError(f"message too big: over the limit of {MAX_MESSAGE_BYTES} bytes")
-    obj = _loads(text)
+    obj = loads_strict(text)
     if not isinstance(obj, dict):
         raise MessageError("want a JSON object")
     kind = obj.get("type")
@@ -197,9 +194,9 @@ def parse_controller_message(text: str) -> ControllerMessage:
         raise MessageError("type: want a string")
     if kind not in _START and kind not in _STOP and kind not in _KEEP:
         raise MessageError(f"unknown message type {kind[:64]!r}", about={"type": kind[:64]})
-    reader = _Reader(obj, kind)
+    reader = FieldReader(obj, kind)
     timestamp = obj.get("timestamp")
-    if timestamp is not None and (not _is_number(timestamp) or not math.isfinite(timestamp)):
+    if timestamp is not None and (not is_number(timestamp) or not math.isfinite(timestamp)):
         reader.fail("timestamp", "want a number (ms)")
     if kind in _START:
         alias, url_key = _START[kind]
@@ -210,7 +207,15 @@ def parse_controller_message(text: str) -> ControllerMessage:
     return KeepAlive(stream_id=stream_id, ack_id=reader.string("ackId"))
 
 
-def _loads(text: str) -> object:
+def loads_strict(text: str) -> object:
+    """Parse one frame's JSON, refusing what parsers disagree on (duplicate keys, NaN) and huge frames.
+
+    Raises:
+        MessageError: Over `MAX_MESSAGE_BYTES` or not JSON; the message never quotes the document.
+    """
+    # Check the cheap bound first, so a huge frame is never encoded; surrogatepass so no text raises.
+    if len(text) > MAX_MESSAGE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message too big: over the limit of {MAX_MESSAGE_BYTES} bytes")
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except MessageError:
@@ -239,12 +244,12 @@ def _no_constants(name: str) -> NoReturn:
     raise MessageError(f"not JSON: {name} is not a JSON number")
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
     # bool is an int in Python; JSON's true/false are not numbers.
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-class _Reader:
+class FieldReader:
     """Reads fields of one message, naming ``type.field`` in its errors."""
 
     def __init__(self, obj: Mapping[str, Any], kind: str) -> None:
@@ -283,12 +288,12 @@ class _Reader:
             return None
         for name in numbers:
             value = table.get(name)
-            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
+            if value is not None and not (is_number(value) and math.isfinite(value) and value > 0):
                 self.fail(f"{key}.{name}", "want a positive number")
         return MappingProxyType(table)
 
 
-def _parse_start(reader: _Reader, alias: bool, url_key: str) -> StartStream:
+def _parse_start(reader: FieldReader, alias: bool, url_key: str) -> StartStream:
     stream_id = reader.stream_id()
     app_id = reader.string("appId", empty_ok=True)
     url = reader.obj.get(url_key)
@@ -346,7 +351,7 @@ def _url_problem(url: str) -> str | None:
 # --- encoding --------------------------------------------------------------------------------------
 
 
-def _dumps(kind: str, now_ms: int, fields: Mapping[str, object]) -> str:
+def dumps_message(kind: str, now_ms: int, fields: Mapping[str, object]) -> str:
     # allow_nan=False: the controller's parser need not accept NaN; StreamStats already refuses it.
     return json.dumps({"type": kind, "timestamp": now_ms, **fields}, separators=(",", ":"), allow_nan=False)
 
@@ -365,7 +370,7 @@ def hello(*, device_id: str, version: str, board: str, capabilities: Sequence[st
         The ``hello`` message's JSON text.
     """
     fields = {"deviceId": device_id, "version": version, "board": board, "capabilities": list(capabilities)}
-    return _dumps("hello", now_ms, fields)
+    return dumps_message("hello", now_ms, fields)
 
 
 def keep_alive_ack(stream_id: str, ack_id: str, now_ms: int) -> str:
@@ -379,7 +384,7 @@ def keep_alive_ack(stream_id: str, ack_id: str, now_ms: int) -> str:
     Returns:
         The ``keep_alive_ack`` message's JSON text.
     """
-    return _dumps("keep_alive_ack", now_ms, {"streamId": stream_id, "ackId": ack_id})
+    return dumps_message("keep_alive_ack", now_ms, {"streamId": stream_id, "ackId": ack_id})
 
 
 def stream_status(
@@ -413,7 +418,7 @@ def stream_status(
         fields["errorDetails"] = error_details[:_MAX_ERROR_CHARS]
     if stats is not None:
         fields["stats"] = stats.to_json()
-    return _dumps("rtmp_stream_status", now_ms, fields)
+    return dumps_message("rtmp_stream_status", now_ms, fields)
 
 
 def device_status(uptime_s: float, streams: Sequence[Mapping[str, object]], health: str, now_ms: int) -> str:
@@ -434,7 +439,7 @@ def device_status(uptime_s: float, streams: Sequence[Mapping[str, object]], heal
     if not math.isfinite(uptime_s) or uptime_s < 0:
         raise ValueError(f"uptime_s={uptime_s!r}: want a finite number >= 0")
     fields = {"uptime": round(uptime_s * 1000), "streams": [dict(s) for s in streams], "health": health}
-    return _dumps("device_status", now_ms, fields)
+    return dumps_message("device_status", now_ms, fields)
 
 
 def error_reply(message: str, about: Mapping[str, str] | None, now_ms: int) -> str:
@@ -451,4 +456,4 @@ def error_reply(message: str, about: Mapping[str, str] | None, now_ms: int) -> s
     fields: dict[str, object] = {"message": message[:_MAX_ERROR_CHARS]}
     if about:
         fields["about"] = dict(about)
-    return _dumps("error", now_ms, fields)
+    return dumps_message("error", now_ms, fields)

@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import trio
 
@@ -52,9 +52,12 @@ from appliance.media.rtmp.player import ChunkCache, PlayAdapter, UnsupportedCode
 from appliance.media.rtmp.publisher import PublishAdapter, describe_config
 from appliance.media.rtmp.session import ServerSession, State
 
-__all__ = ["ENHANCED_FOURCCS", "RtmpServer", "serve_rtmp"]
+__all__ = ["ENHANCED_FOURCCS", "Authorise", "RtmpServer", "serve_rtmp"]
 
 log = logging.getLogger("appliance.rtmp")
+
+# (role, app, stream name, publish/play query, connect query) -> allowed?
+Authorise = Callable[[str, str, str, Mapping[str, str], Mapping[str, str]], bool]
 
 ENHANCED_FOURCCS = ("avc1", "hvc1", "av01", "vp09")
 _HIGH_WATER = 1 << 20  # unsent bytes per connection above which a play stops taking events
@@ -76,6 +79,7 @@ class _Client:
         self.connect_query: Mapping[str, str] = {}
         self.publishing: dict[int, tuple[str, PublishAdapter]] = {}
         self.playing: dict[int, trio.CancelScope] = {}
+        self.play_buses: dict[int, str] = {}  # stream id -> the Bus it plays
         self.drained = trio.Event()
         self.in_flight = 0
         self.sending = False
@@ -159,10 +163,21 @@ class RtmpServer:
         buses: The process's Bus registry.
         reserved: Streams this device produces itself (the camera's): RTMP clients may play them but not
             publish to them, so a stray encoder can't take over the camera's stream.
+        authorise: Decides publish and play instead of `rtmp.auth`, for keys that come and go (the fleet
+            controller's per-stream publish secrets): called with the role (``publish``/``play``), app,
+            stream name, the publish/play query and the connect query.
     """
 
-    def __init__(self, cfg: RtmpConfig, buses: BusRegistry, *, reserved: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        cfg: RtmpConfig,
+        buses: BusRegistry,
+        *,
+        reserved: Collection[str] = (),
+        authorise: Authorise | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.authorise = authorise
         self.buses = buses
         self.reserved = frozenset(reserved)
         self.clients: dict[int, _Client] = {}
@@ -318,6 +333,8 @@ class RtmpServer:
             self._on_event(client, later, nursery)
 
     def _authorised(self, client: _Client, role: str, name: str, query: Mapping[str, str]) -> bool:
+        if self.authorise is not None:
+            return self.authorise(role, client.app, name, query, client.connect_query)
         auth = self.cfg.auth.get(client.app)
         secrets = getattr(auth, role, ()) if auth is not None else ()
         if not secrets:
@@ -453,6 +470,7 @@ class RtmpServer:
             client.playing.pop(sid).cancel()
         scope = trio.CancelScope()
         client.playing[sid] = scope
+        client.play_buses[sid] = bus_name
         session.accept_play(sid, event.name)
         log.info("rtmp.play conn=%d peer=%s stream=%s", client.cid, client.peer, shown)
         nursery.start_soon(self._play, client, sid, bus_name, event.name, scope)
@@ -521,7 +539,25 @@ class RtmpServer:
         if self._fanouts.get(bus_name) is fanout:
             del self._fanouts[bus_name]
 
+    def drop_stream(self, bus_name: str, reason: str) -> int:
+        """Disconnect the publisher and every player of `bus_name` (its ingest is being removed).
+
+        Returns:
+            How many connections were closed.
+        """
+        dropped = 0
+        for client in list(self.clients.values()):
+            if bus_name in client.play_buses.values() or any(
+                b == bus_name for b, _ in client.publishing.values()
+            ):
+                client.kick(reason)
+                dropped += 1
+        log.info("rtmp.stream_dropped stream=%s connections=%d reason=%s", self._shown(bus_name), dropped,
+                 quote(reason))  # fmt: skip
+        return dropped
+
     def _end_stream(self, client: _Client, sid: int, command: str) -> None:
+        client.play_buses.pop(sid, None)
         scope = client.playing.pop(sid, None)
         if scope is not None:
             scope.cancel()
