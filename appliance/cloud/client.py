@@ -84,6 +84,7 @@ class CloudClient:
         self._changed = trio.Event()
         self._heartbeat_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
+        self._pushes: dict[str, RtmpPush] = {}  # stream_id -> its push, for the heartbeat's stats
 
     def describe(self) -> dict[str, object]:
         active = self.streams.active
@@ -129,6 +130,15 @@ class CloudClient:
                 await trio.sleep(self.cfg.heartbeat_s)
                 uptime_s, health = self.status()
                 active = self.streams.active
+                push = None if active is None else self._pushes.get(active.stream_id)
+                if active is not None and push is not None:
+                    now = self._now()
+                    got = push.stream_stats(now)
+                    stats = protocol.StreamStats(
+                        bitrate_bps=int(got["bitrate_bps"]), fps=float(got["fps"]),
+                        dropped_frames=int(got["dropped_frames"]), duration_ms=int(got["duration_ms"]),
+                    )  # fmt: skip
+                    self._queue(self.streams.report(active.stream_id, now, stats, push.media()))
                 streams = [] if active is None else [{"streamId": active.stream_id, "status": active.state}]
                 text = protocol.device_status(uptime_s, streams, health, int(time.time() * 1000))
                 try:
@@ -215,10 +225,12 @@ class CloudClient:
             self._queue(self.streams.push_state(stream_id, "error", self._now(), error=str(e)))
             return
         await self.egress.start_child(ChildSpec(name=name, factory=push.run, shutdown_s=self.shutdown_s))
+        self._pushes[stream_id] = push
         log.info("cloud.push_started stream=%s url=%s source=%s", quote(stream_id), push.url, action.source)
 
     async def _stop_push(self, action: StopPush) -> None:
         name = child_name(action.stream_id)
+        self._pushes.pop(action.stream_id, None)
         if self.egress.has_child(name):
             await self.egress.stop_child(name)
         log.info("cloud.push_stopped stream=%s reason=%s", quote(action.stream_id), quote(action.reason))

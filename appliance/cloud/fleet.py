@@ -169,6 +169,7 @@ class Stream:
     end_reason: str | None = None
     error: str | None = None
     stats: StreamStats | None = None
+    media: Mapping[str, Mapping[str, Any]] | None = None  # what the device really pushes
     missed: int = 0  # in a row
     missed_total: int = 0
     acks: int = 0
@@ -205,6 +206,7 @@ class Stream:
             "endReason": self.end_reason,
             "error": self.error,
             "stats": None if self.stats is None else self.stats.to_json(),
+            "media": None if self.media is None else {k: dict(v) for k, v in self.media.items()},
             "missedAcks": self.missed_total,
             "acks": self.acks,
             "durationLimit": r.duration_limit_ms,
@@ -710,6 +712,8 @@ class StreamLifecycleController:
             return []
         if status.stats is not None:
             stream.stats = status.stats
+        if status.media is not None:
+            stream.media = status.media
         if status.status in ENDED_STATES:
             reason = status.error_details or f"the device reports {status.status}"
             if status.status == "timeout":

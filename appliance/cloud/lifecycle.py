@@ -104,6 +104,7 @@ class ActiveStream:
         video, audio: The controller's wishes, reported, not acted on.
         error: The push's last error text, while `state` is "error".
         stats: The push's last counters, if reported.
+        media: The codecs, size and rate really pushed, if reported.
     """
 
     stream_id: str
@@ -118,6 +119,7 @@ class ActiveStream:
     audio: Mapping[str, Any] | None = None
     error: str | None = None
     stats: StreamStats | None = None
+    media: Mapping[str, Mapping[str, object]] | None = None
 
 
 class DeviceStreams:
@@ -224,6 +226,32 @@ class DeviceStreams:
             actions.append(self._status(current, now))
         return actions
 
+    def report(
+        self,
+        stream_id: str,
+        now: float,
+        stats: StreamStats,
+        media: Mapping[str, Mapping[str, object]] | None = None,
+    ) -> list[Action]:
+        """The push's periodic counters: kept, and sent as a status (the controller's live view).
+
+        Args:
+            stream_id: Whose push. Reports for streams that are gone or stopping are ignored.
+            now: The driver's clock, seconds.
+            stats: Bitrate, fps, drops, duration.
+            media: What really goes out (codecs, size, rate).
+
+        Returns:
+            The status with the stats (after any deadlines that passed), or nothing.
+        """
+        actions = self._expire(now)
+        current = self._active
+        if current is None or current.stream_id != stream_id or current.state == "stopping":
+            return actions
+        self._active = current = dataclasses.replace(current, stats=stats, media=media or current.media)
+        actions.append(self._status(current, now))
+        return actions
+
     def push_stopped(self, stream_id: str, now: float) -> list[Action]:
         """The push child of `stream_id` has ended, confirming a `StopStream`.
 
@@ -286,7 +314,7 @@ class DeviceStreams:
         if details is None and state == "error":
             details = stream.error
         text = protocol.stream_status(
-            stream.stream_id, stream.app_id, state, self._ms(now), details, stream.stats
+            stream.stream_id, stream.app_id, state, self._ms(now), details, stream.stats, stream.media
         )
         return Send(text=text)
 

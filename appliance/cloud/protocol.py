@@ -394,8 +394,9 @@ def stream_status(
     now_ms: int,
     error_details: str | None = None,
     stats: StreamStats | None = None,
+    media: Mapping[str, Mapping[str, object]] | None = None,
 ) -> str:
-    """A stream's state, sent on every change and on request.
+    """A stream's state, sent on every change, on request and with every heartbeat while it runs.
 
     Args:
         stream_id: Which stream.
@@ -404,6 +405,8 @@ def stream_status(
         now_ms: The wall clock, ms since the Unix epoch.
         error_details: Why it failed or stopped, if it did; never a URL. Cut to 1000 characters.
         stats: The push's counters, if known.
+        media: What really goes out, ``{"video": {codec, width, height, fps, ...}, "audio": {codec,
+            sample_rate, channels}}``: the controller's ``video``/``audio`` are wishes, this is the fact.
 
     Returns:
         The ``rtmp_stream_status`` message's JSON text.
@@ -418,6 +421,8 @@ def stream_status(
         fields["errorDetails"] = error_details[:_MAX_ERROR_CHARS]
     if stats is not None:
         fields["stats"] = stats.to_json()
+    if media:
+        fields["media"] = {kind: dict(facts) for kind, facts in media.items()}
     return dumps_message("rtmp_stream_status", now_ms, fields)
 
 

@@ -71,6 +71,7 @@ class StreamStatus:
     status: str
     error_details: str | None = None
     stats: StreamStats | None = None
+    media: Mapping[str, Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,7 +172,11 @@ def _parse_status(reader: FieldReader) -> StreamStatus:
             )
         except (ValueError, OverflowError) as e:
             reader.fail("stats", str(e))
+    media = reader.table("media")
+    if media is not None and not all(isinstance(v, dict) for v in media.values()):
+        reader.fail("media", 'want {"video": {...}, "audio": {...}}')
     return StreamStatus(
+        media=media,
         stream_id=stream_id,
         app_id=app_id[:128],
         status=status,

@@ -26,7 +26,11 @@ class RateMeter:
                 del self.samples[0]
 
     def bps(self, now: float) -> int:
+        return int(self.per_second(now) * 8)
+
+    def per_second(self, now: float) -> float:
+        """Units added per second over the window (bytes, or frames when each add is 1)."""
         if len(self.samples) < 2 or now - self.samples[-1][0] > self.window_s:
-            return 0
+            return 0.0
         (t0, b0), (t1, b1) = self.samples[0], self.samples[-1]
-        return int((b1 - b0) * 8 / (t1 - t0)) if t1 > t0 else 0
+        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0

@@ -90,6 +90,14 @@ heartbeat = "1s"
 
                 nursery.start_soon(keep_alive)
                 await controller.next(of("rtmp_stream_status", streamId="s1", status="streaming"))
+                # With each heartbeat the device reports what it really pushes, and how fast.
+                report = await controller.next(
+                    lambda m: (
+                        of("rtmp_stream_status", streamId="s1")(m) and m.get("stats", {}).get("fps", 0) > 0
+                    )
+                )
+                assert report["stats"]["bitrate"] > 10_000 and report["stats"]["duration"] > 0
+                assert report["media"]["video"]["width"] == 320 and report["media"]["audio"]["codec"] == "aac"
                 await controller.next(of("keep_alive_ack", streamId="s1", ackId="a1"))
                 # Kept alive past its 3 s dead-man time, it streams on.
                 assert await trio.to_thread.run_sync(probe, url) == ["aac", "h264,320,240"]

@@ -166,7 +166,13 @@ async def test_managed_stream_is_hosted_played_and_removed_on_stop(tmp_path: Pat
         await trio.to_thread.run_sync(lambda: until(stream_is(port, "m1", "streaming"), what="streaming"))
         # Many viewers may play it; ffprobe is one.
         assert await trio.to_thread.run_sync(probe, play_url) == ["aac", "h264,320,240"]
-        assert api(port, "GET", "/api/streams/m1")[1]["ingestPublishing"] is True
+        doc = await trio.to_thread.run_sync(
+            lambda: until(
+                lambda: (d := api(port, "GET", "/api/streams/m1")[1]).get("stats") and d, what="stats"
+            )
+        )
+        assert doc["ingestPublishing"] is True and doc["stats"]["bitrate"] > 0
+        assert doc["media"]["video"]["codec"] == "h264" and doc["media"]["video"]["height"] == 240
         # The key alone does not let anyone else publish (it would replace the device's push).
         refused = await trio.to_thread.run_sync(publish_without_secret, play_url)
         assert refused.returncode != 0
@@ -251,11 +257,7 @@ async def test_unmanaged_stream_survives_a_short_cut_and_dies_with_a_long_one(tm
                 with pytest.raises(subprocess.CalledProcessError):
                     await trio.to_thread.run_sync(probe, url)  # nginx saw the publisher leave
                 totals = counters(port)
-                assert (
-                    totals["missed_acks"] >= 3
-                    and totals["timeouts"] == 1
-                    and totals["socket_losses"] >= 2
-                )
+                assert totals["missed_acks"] >= 3 and totals["timeouts"] == 1 and totals["socket_losses"] >= 2
             finally:
                 assert await trio.to_thread.run_sync(app.stop) == 0
                 assert await trio.to_thread.run_sync(controller.stop) == 0

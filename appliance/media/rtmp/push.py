@@ -29,10 +29,14 @@ import trio
 from appliance.bus import BusRegistry, ProducerJoined, ProducerLeft, SubscriberCutOffError, Subscription
 from appliance.errors import sole_exception
 from appliance.log import quote
+from appliance.media.bus_events import PacketReceived
+from appliance.media.meter import RateMeter
+from appliance.media.packets import Kind
 from appliance.media.rtmp.client import RtmpClient, RtmpUrl, StatusError, parse_rtmp_url
 from appliance.media.rtmp.errors import RemoteProtocolError
 from appliance.media.rtmp.events import ConnectionClosed, StatusReceived
 from appliance.media.rtmp.player import ChunkCache, PlayAdapter
+from appliance.media.rtmp.publisher import describe_config
 from appliance.media.rtmp.session import State
 
 __all__ = ["PushError", "PushStats", "RtmpPush"]
@@ -92,6 +96,10 @@ class RtmpPush:
         self.buses = buses
         self.verify_tls = verify_tls
         self.stats = PushStats()
+        self._bytes = RateMeter()
+        self._frames = RateMeter()
+        self._started_at: float | None = None  # the first connect: the stream's duration counts from here
+        self._dropped_base = 0  # drops of earlier attempts' subscriptions
         # Told every state change and failure (state, error): the cloud channel reports them upstream.
         self.on_state = on_state
 
@@ -113,6 +121,27 @@ class RtmpPush:
             "bytes_out": s.bytes_out,
             "packets_out": s.packets_out,
             "last_error": s.last_error,
+            "dropped": s.dropped,
+            "media": self.media(),
+        }
+
+    def media(self) -> dict[str, dict[str, object]]:
+        """What really goes out: the source's codecs, size and rate (the cloud status reports them)."""
+        bus = self.buses.get(self.source)
+        if bus is None:
+            return {}
+        return {kind.name.lower(): describe_config(config) for kind, config in bus.configs.items()}
+
+    def stream_stats(self, now: float) -> dict[str, int | float]:
+        """Bitrate and frame rate over the last seconds, frames dropped, ms since the first connect
+        (the keyword arguments of the cloud protocol's `StreamStats`)."""
+        duration = 0.0 if self._started_at is None else now - self._started_at
+        streaming = self.stats.state == "streaming"
+        return {
+            "bitrate_bps": self._bytes.bps(now) if streaming else 0,
+            "fps": round(self._frames.per_second(now), 2) if streaming else 0.0,
+            "dropped_frames": self.stats.dropped,
+            "duration_ms": round(duration * 1000),
         }
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -155,6 +184,8 @@ class RtmpPush:
                 raise PushError(f"publish failed: {e!r}") from None
             log.info("push.connected target=%s url=%s source=%s", self.name, self.url, self.source)
             self.stats.connected_at = trio.current_time()
+            if self._started_at is None:
+                self._started_at = self.stats.connected_at
             await self._pump(client, stream_id)
         finally:
             await client.aclose()
@@ -178,7 +209,8 @@ class RtmpPush:
                     raise leaf from None
                 raise
             finally:
-                self.stats.dropped = sub.stats().dropped
+                self._dropped_base += sub.stats().dropped
+                self.stats.dropped = self._dropped_base
 
     async def _pump_events(
         self, client: RtmpClient, stream_id: int, adapter: PlayAdapter, sub: Subscription, lock: trio.Lock
@@ -186,6 +218,7 @@ class RtmpPush:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, client, lock)
             self._state("streaming" if sub.bus.live else "waiting")
+            sent = 0  # this attempt's bytes, as far as the meter has them
             while True:
                 event = await sub.receive()
                 if isinstance(event, ProducerJoined):
@@ -199,8 +232,14 @@ class RtmpPush:
                     async with lock:
                         await client.flush()
                 adapter.flushed()
+                now = trio.current_time()
+                self._bytes.add(now, adapter.bytes_out - sent)
+                sent = adapter.bytes_out
+                if isinstance(event, PacketReceived) and event.packet.kind is Kind.VIDEO:
+                    self._frames.add(now, 1)
                 self.stats.bytes_out = adapter.bytes_out
                 self.stats.packets_out = adapter.messages_out
+                self.stats.dropped = self._dropped_base + sub.stats().dropped
 
     async def _read(self, client: RtmpClient, lock: trio.Lock) -> None:
         """Take what the ingest sends: acks and pings (answered by the core), status, EOF."""
