@@ -25,7 +25,8 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, json.load(resp)
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        with e:  # it holds the response's socket
+            return e.code, json.loads(e.read() or b"{}")
 
 
 class ApplianceProcess:
