@@ -35,7 +35,6 @@ stop it (``orphans_stopped``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -734,7 +733,3 @@ def _url_problem(url: str) -> str | None:
         return str(e)
     return None
 
-
-def replace_request(request: StartRequest, **changes: Any) -> StartRequest:
-    """A copy of `request` with `changes` (the managed adapter fills in the URL)."""
-    return dataclasses.replace(request, **changes)
