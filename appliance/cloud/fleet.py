@@ -732,4 +732,3 @@ def _url_problem(url: str) -> str | None:
     except ValueError as e:
         return str(e)
     return None
-
