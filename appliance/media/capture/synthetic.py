@@ -22,6 +22,7 @@ from av.filter import Graph
 from appliance.media import clockfont
 from appliance.media.capture.tracks import CaptureClock, Item, Sink, wait_until
 from appliance.media.encode import AudioEncoder, VideoEncoder
+from appliance.media.packets import CodecConfig
 
 __all__ = ["SyntheticAudio", "SyntheticVideo", "clock_position", "clock_text", "draw_clock"]
 
@@ -118,8 +119,12 @@ class SyntheticVideo:
             draw_clock(frame, x, y, clock_text(_wall_s(clock, ts)), scale)
             items: list[Item] = list(self.encoder.encode(frame, ts))
             if self.audio is not None:
-                # The sound of this frame's interval rides along: one hand-off to trio per frame.
-                items.extend(self.audio.produce_until(due + 1000.0 / self.fps))
+                # The sound of this frame's interval rides along: one hand-off to trio per frame. Its
+                # config goes ahead of the first video packet, so a recording's first segment starts
+                # with both (a config arriving later would end that segment at once).
+                audio = self.audio.produce_until(due + 1000.0 / self.fps)
+                configs = [i for i in audio if isinstance(i, CodecConfig)]
+                items = configs + items + [i for i in audio if not isinstance(i, CodecConfig)]
             if items:
                 sink.emit(items)
             slot += 1
