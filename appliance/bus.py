@@ -65,6 +65,7 @@ from appliance.media.bus_events import (
     BusEvent,
     BusSnapshot,
     ConfigChanged,
+    DepartedStats,
     MetadataChanged,
     PacketReceived,
     PacketsDropped,
@@ -75,6 +76,7 @@ from appliance.media.bus_events import (
     SubscriberCutOffError,
     SubscriberStats,
     TimestampError,
+    subscriber_group,
     validate_bus_name,
 )
 from appliance.media.packets import CodecConfig, Kind, Metadata, Packet
@@ -94,6 +96,7 @@ __all__ = [
     "BusRegistry",
     "BusSnapshot",
     "ConfigChanged",
+    "DepartedStats",
     "MetadataChanged",
     "PacketReceived",
     "PacketsDropped",
@@ -106,6 +109,7 @@ __all__ = [
     "SubscriberStats",
     "Subscription",
     "TimestampError",
+    "subscriber_group",
     "validate_bus_name",
 ]
 
@@ -272,9 +276,13 @@ class Bus:
         self._packets_in = 0
         self._bytes_in = 0
         self._keyframes = 0
+        self._video_in = 0
         self._discarded = 0
         self._clamped = 0
         self._listeners: list[Callable[[], None]] = []
+        # Counters of subscribers that left, per subscriber_group(): [subscribers, delivered, bytes, dropped,
+        # cut off]. Groups are few (protocols), so this stays small however many players come and go.
+        self._departed: dict[str, list[int]] = {}
 
     def __repr__(self) -> str:
         return f"<Bus {self._name!r} live={self.live} subscribers={len(self._subs)}>"
@@ -323,6 +331,23 @@ class Bus:
     def keyframes(self) -> int:
         """Video keyframes producers sent."""
         return self._keyframes
+
+    def keyframe(self) -> tuple[CodecConfig, Packet] | None:
+        """The newest video keyframe in the GOP cache and the video config it decodes with.
+
+        Returns:
+            (config, keyframe), or None while there is none: no producer, no video, no keyframe since the
+            producer joined, or a GOP too long for the cache. The same packet object is returned until the
+            next keyframe, so callers may cache work per keyframe by identity.
+        """
+        first = self._gop[0] if self._gop else None
+        if first is None or not isinstance(first, PacketReceived):
+            return None
+        packet = first.packet
+        config = self._gop_base.get(Kind.VIDEO)
+        if packet.kind is not Kind.VIDEO or not packet.keyframe or config is None:
+            return None
+        return config, packet
 
     @property
     def subscriber_count(self) -> int:
@@ -442,6 +467,13 @@ class Bus:
             gop_packets=self._gop_packets,
             last_dts_ms=self._newest_dts,
             subscribers=tuple(sub.stats() for sub in self._subs),
+            video_packets_in=self._video_in,
+            departed=tuple(
+                DepartedStats(
+                    group=group, subscribers=n, delivered=d, bytes_delivered=b, dropped=x, cut_off=c
+                )
+                for group, (n, d, b, x, c) in sorted(self._departed.items())
+            ),
         )
 
     def close(self) -> None:
@@ -473,7 +505,15 @@ class Bus:
                 raise BusError(f"bus {self._name!r} was dropped and created anew; get it from the registry")
 
     def _detach(self, sub: Subscription) -> None:
-        self._subs.pop(sub, None)
+        if sub in self._subs:
+            del self._subs[sub]
+            stats = sub.stats()
+            totals = self._departed.setdefault(subscriber_group(stats.name), [0, 0, 0, 0, 0])
+            totals[0] += 1
+            totals[1] += stats.delivered
+            totals[2] += stats.bytes_delivered
+            totals[3] += stats.dropped
+            totals[4] += int(stats.cut_off)
         self._collect()
 
     def _collect(self) -> None:
@@ -542,6 +582,8 @@ class Bus:
         producer._high_dts[kind] = packet.dts_ms if high is None else max(high, packet.dts_ms)
         self._packets_in += 1
         self._bytes_in += len(packet.payload)
+        if kind is Kind.VIDEO:
+            self._video_in += 1
         if kind is Kind.VIDEO and not packet.keyframe and not producer._video_started:
             # Undecodable for everyone: it refers to frames no one has. It does not move the timeline.
             self._discarded += 1

@@ -21,7 +21,7 @@ import trio
 
 from appliance.supervisor import ChildState, SupervisorSnapshot
 
-__all__ = ["Notifier", "WatchdogSettings", "run_watchdog", "status_line"]
+__all__ = ["Notifier", "WatchdogSettings", "WatchdogStats", "run_watchdog", "status_line"]
 
 log = logging.getLogger("appliance.watchdog")
 
@@ -48,6 +48,16 @@ class WatchdogSettings:
         if usec.isdigit() and int(usec) > 0 and (not owner or owner == str(pid or os.getpid())):
             interval = int(usec) / 1_000_000 / 2
         return cls(notify_socket=sock, interval_s=interval)
+
+
+@dataclass(slots=True, kw_only=True)
+class WatchdogStats:
+    """What the watchdog did, for /metrics. Written by `run_watchdog` only, on the trio thread."""
+
+    enabled: bool = False  # systemd asked for pets (NOTIFY_SOCKET and WATCHDOG_USEC set)
+    ready_sent: bool = False
+    pets: int = 0  # WATCHDOG=1 datagrams sent
+    withheld: int = 0  # ticks on which a pet was due but the tree was unhealthy
 
 
 class Notifier:
@@ -126,6 +136,7 @@ async def run_watchdog(
     snapshot: Callable[[], SupervisorSnapshot],
     settings: WatchdogSettings | None = None,
     *,
+    stats: WatchdogStats | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Tell systemd how we are, until cancelled; then STOPPING=1.
@@ -133,9 +144,12 @@ async def run_watchdog(
     Args:
         snapshot: returns the supervision tree's current state.
         settings: what systemd asked for (default: read from the environment).
+        stats: counters to keep up to date (pets sent, pets withheld), for /metrics.
     """
     settings = settings or WatchdogSettings.from_env()
+    stats = stats if stats is not None else WatchdogStats()
     notifier = Notifier(settings.notify_socket)
+    stats.enabled = notifier.enabled and settings.interval_s is not None
     task_status.started()
     if not notifier.enabled:
         log.info("watchdog.off reason=%r", "NOTIFY_SOCKET unset")
@@ -158,16 +172,20 @@ async def run_watchdog(
                 lines.append(f"STATUS={status}")
                 last_status = status
             healthy = snap.healthy and ready_sent
-            if healthy and settings.interval_s is not None:
+            pet = healthy and settings.interval_s is not None
+            if pet:
                 lines.append("WATCHDOG=1")
+            elif settings.interval_s is not None and ready_sent:
+                stats.withheld += 1
             if healthy != was_healthy and ready_sent:
                 if healthy:
                     log.info("watchdog.pets_resumed status=%r", status)
                 else:
                     log.error("watchdog.pets_withheld status=%r", status)
                 was_healthy = healthy
-            if lines:
-                notifier.send(*lines)
+            if lines and notifier.send(*lines) and pet:
+                stats.pets += 1
+            stats.ready_sent = ready_sent
             # Until READY=1 is out, look often: systemd holds `systemctl start` until then.
             await trio.sleep(tick if ready_sent else _READY_POLL_S)
     finally:

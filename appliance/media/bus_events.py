@@ -17,6 +17,7 @@ __all__ = [
     "BusEvent",
     "BusSnapshot",
     "ConfigChanged",
+    "DepartedStats",
     "MetadataChanged",
     "PacketReceived",
     "PacketsDropped",
@@ -27,6 +28,7 @@ __all__ = [
     "SubscriberCutOffError",
     "SubscriberStats",
     "TimestampError",
+    "subscriber_group",
     "validate_bus_name",
 ]
 
@@ -169,6 +171,39 @@ class SubscriberStats:
     cut_off: bool
 
 
+def subscriber_group(name: str) -> str:
+    """The group a subscriber's counters are kept under once it leaves: its name up to the first ``:``.
+
+    ``"rtmp:10.0.0.5:51234#7"`` -> ``"rtmp"``, ``"rtmp-push:youtube"`` -> ``"rtmp-push"``, ``"record"`` ->
+    ``"record"``; an unnamed subscriber -> ``"internal"``. Per-player names would make /metrics grow without
+    bound; per-protocol totals do not.
+    """
+    group = name.split(":", 1)[0]
+    return group or "internal"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DepartedStats:
+    """Totals of the subscribers of one group (`subscriber_group`) that have left a Bus.
+
+    Added to the live subscribers' counters they make per-Bus totals that never go down when a player
+    leaves (Prometheus counters must not).
+
+    Attributes:
+        group: The subscribers' group, e.g. ``"rtmp"``.
+        subscribers: How many left.
+        delivered, bytes_delivered, dropped: Their counters when they left.
+        cut_off: How many of them were cut off (too far behind) rather than closed.
+    """
+
+    group: str
+    subscribers: int
+    delivered: int
+    bytes_delivered: int
+    dropped: int
+    cut_off: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BusSnapshot:
     """A Bus's state at one moment, for the web API and metrics.
@@ -179,11 +214,13 @@ class BusSnapshot:
         codecs: The codecs of the current configs, video first.
         producers: How many producers have joined over the Bus's life.
         packets_in, bytes_in, keyframes: Packets (and payload bytes, video keyframes) producers sent.
+        video_packets_in: Of those packets, the video ones (frames).
         packets_discarded: Video packets refused before a producer's first keyframe.
         timestamps_clamped: Packets whose dts was clamped so time would not go backwards.
         gop_packets: Packets in the GOP cache.
         last_dts_ms: The newest dts on the Bus's timeline, None before the first packet.
         subscribers: Each subscriber's stats.
+        departed: Totals of the subscribers that left, per group, sorted by group.
     """
 
     name: str
@@ -198,3 +235,5 @@ class BusSnapshot:
     gop_packets: int
     last_dts_ms: int | None
     subscribers: tuple[SubscriberStats, ...]
+    video_packets_in: int = 0
+    departed: tuple[DepartedStats, ...] = ()

@@ -23,6 +23,7 @@ from appliance.bus import (
     BusRegistry,
     BusSnapshot,
     ConfigChanged,
+    DepartedStats,
     MetadataChanged,
     PacketReceived,
     PacketsDropped,
@@ -35,6 +36,7 @@ from appliance.bus import (
     SubscriberStats,
     Subscription,
     TimestampError,
+    subscriber_group,
 )
 from appliance.media.packets import Codec, CodecConfig, Kind, Metadata, Packet
 from tests.fuzz import examples
@@ -709,6 +711,7 @@ def test_snapshot_and_stats() -> None:
             timestamps_clamped=0,
             gop_packets=3,
             last_dts_ms=33,
+            video_packets_in=2,
             subscribers=(
                 SubscriberStats(
                     name="rec",
@@ -731,6 +734,62 @@ def test_snapshot_and_stats() -> None:
     assert repr(bus) == "<Bus 'live/cam' live=True subscribers=1>"
     assert sub.name == "rec"
     assert sub.bus is bus
+
+
+def test_departed_subscribers_keep_counting_per_group() -> None:
+    # /metrics exposes per-Bus totals as counters: a player leaving must not make them go down.
+    bus = Bus("live/cam")
+    keep = bus.subscribe(name="rtmp:10.0.0.1:5000#1")
+    leave = bus.subscribe(name="rtmp:10.0.0.2:5000#2")
+    slow = bus.subscribe(name="rtmp-push:yt", max_queue=8, max_lag_ms=100)
+    anonymous = bus.subscribe()
+    producer = started(bus, V)
+    producer.send_packet(vid(0, key=True))
+    producer.send_packet(vid(33))
+    drain(keep)
+    drain(leave)
+    leave.close()
+    leave.close()  # idempotent: counted once
+    producer.send_packet(vid(500))  # slow is 500 ms behind: cut off
+    with pytest.raises(SubscriberCutOffError):
+        slow.receive_nowait()
+    anonymous.close()
+    snap = bus.snapshot()
+    assert [s.name for s in snap.subscribers] == ["rtmp:10.0.0.1:5000#1"]
+    assert snap.departed == (
+        DepartedStats(group="internal", subscribers=1, delivered=0, bytes_delivered=0, dropped=0, cut_off=0),
+        DepartedStats(group="rtmp", subscribers=1, delivered=2, bytes_delivered=12, dropped=0, cut_off=0),
+        DepartedStats(group="rtmp-push", subscribers=1, delivered=0, bytes_delivered=0, dropped=0, cut_off=1),
+    )
+    assert snap.video_packets_in == 3
+
+
+def test_subscriber_group() -> None:
+    assert subscriber_group("rtmp:[::1]:5000#3") == "rtmp"
+    assert subscriber_group("record") == "record"
+    assert subscriber_group("") == "internal"
+    assert subscriber_group(":x") == "internal"
+
+
+def test_keyframe_is_the_newest_cached_one_with_its_config() -> None:
+    bus = Bus("live/cam")
+    assert bus.keyframe() is None
+    producer = started(bus, A)
+    producer.send_packet(aud(0))
+    assert bus.keyframe() is None  # audio only: the cache holds audio, no keyframe
+    producer.send_config(V)
+    producer.send_packet(vid(10, key=True))
+    producer.send_packet(vid(43))
+    first = bus.keyframe()
+    assert first is not None and first[0] == V and first[1].dts_ms == 10
+    assert bus.keyframe() == first and bus.keyframe()[1] is first[1]  # type: ignore[index]
+    producer.send_config(V2)  # mid-GOP: the cached keyframe still decodes with V
+    assert bus.keyframe() == first
+    producer.send_packet(vid(76, key=True))
+    second = bus.keyframe()
+    assert second is not None and second[0] == V2 and second[1].dts_ms == 76
+    producer.close()
+    assert bus.keyframe() is None
 
 
 # Any interleaving

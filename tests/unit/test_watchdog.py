@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from appliance.supervisor import ChildSpec, Supervisor
-from appliance.watchdog import Notifier, WatchdogSettings, run_watchdog, status_line
+from appliance.watchdog import Notifier, WatchdogSettings, WatchdogStats, run_watchdog, status_line
 
 
 @pytest.fixture
@@ -115,6 +115,41 @@ async def test_ready_pets_gating_and_stopping(
         assert pets(drain(sock)) == 2
         nursery.cancel_scope.cancel()
     assert drain(sock)[-1] == "STOPPING=1\nSTATUS=stopping"
+
+
+async def test_stats_count_pets_sent_and_withheld(
+    notify: tuple[socket.socket, str], autojump_clock: object
+) -> None:
+    sock, path = notify
+    web = Switch()
+    sup = Supervisor("root", [ChildSpec(name="web", factory=web.run, critical=True, grace_s=1.0)])
+    stats = WatchdogStats()
+    settings = WatchdogSettings(notify_socket=path, interval_s=0.5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await nursery.start(partial(run_watchdog, sup.snapshot, settings, stats=stats))
+        await trio.sleep(2.25)
+        sent = pets(drain(sock))
+        assert stats.enabled and stats.ready_sent
+        assert stats.pets == sent > 0 and stats.withheld == 0
+        web.broken = True
+        web.crash.set()
+        await trio.sleep(3.0)  # past the grace: pets stop, the ticks count as withheld
+        sent += pets(drain(sock))
+        assert stats.pets == sent
+        assert stats.withheld >= 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_stats_without_systemd_stay_off(autojump_clock: object) -> None:
+    stats = WatchdogStats()
+    with trio.move_on_after(5):
+        await run_watchdog(
+            Supervisor("root", []).snapshot,
+            WatchdogSettings(notify_socket=None, interval_s=None),
+            stats=stats,
+        )
+    assert stats == WatchdogStats()
 
 
 async def test_short_outage_within_grace_keeps_petting(
