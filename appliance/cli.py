@@ -1,4 +1,4 @@
-"""The ``appliance`` command: run | check-config | status | probe | controller | version."""
+"""The ``appliance`` command: run | check-config | status | probe | controller | passwd | version."""
 
 from __future__ import annotations
 
@@ -56,6 +56,37 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     load_file(Path(args.file), args.set or ())
     print(f"{args.file}: ok")
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    import getpass
+
+    from appliance.web.auth import hash_password
+    from appliance.web.passwd_file import set_password_hash
+
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("New web password: ")
+        if getpass.getpass("Again: ") != password:
+            print("passwd: the two passwords differ; nothing changed", file=sys.stderr)
+            return 1
+    try:
+        encoded = hash_password(password)
+    except ValueError as e:
+        print(f"passwd: {e}; nothing changed", file=sys.stderr)
+        return 1
+    if not args.config:
+        print("# under [web] in the appliance's config file:")
+        print(f'password_hash = "{encoded}"')
+        return 0
+    try:
+        set_password_hash(Path(args.config), encoded)
+    except (OSError, ValueError) as e:
+        print(f"passwd: {args.config}: {e}; nothing changed", file=sys.stderr)
+        return 1
+    print(f"{args.config}: web.password_hash set; apply it with `systemctl reload appliance` (SIGHUP)")
     return 0
 
 
@@ -233,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-timeout", default="10s", help="wait this long for a device to confirm a stop")
     p.add_argument("--log-format", choices=("auto", "logfmt", "json"), default="auto")
     p.set_defaults(func=cmd_controller)
+
+    p = sub.add_parser(
+        "passwd",
+        help="set the web password: print the web.password_hash line, or write it into --config",
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="write web.password_hash into this TOML file (kept otherwise)"
+    )
+    p.add_argument("--stdin", action="store_true", help="read the password from the first line of stdin")
+    p.set_defaults(func=cmd_passwd)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

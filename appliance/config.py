@@ -289,11 +289,65 @@ class RtmpConfig:
                 raise ConfigError(f"rtmp.auth.{app}: no such app; rtmp.apps = {list(self.apps)}")
 
 
+def parse_password_hash(value: object) -> str:
+    from appliance.web.auth import PasswordHash  # the one parser of the format
+
+    if value == "":
+        return ""
+    if not isinstance(value, str):
+        raise _Invalid('want "scrypt$N$r$p$SALT$HASH" as printed by `appliance passwd`')
+    try:
+        PasswordHash.parse(value)
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
+    return value
+
+
+def parse_tokens(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and len(v) >= 16 and v.isprintable() and " " not in v for v in value
+    ):
+        raise _Invalid("want a list of tokens of at least 16 printable characters without spaces")
+    return tuple(value)
+
+
+def parse_hosts(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and re.fullmatch(r"\*|(\*\.)?[A-Za-z0-9_.-]+", v) for v in value
+    ):
+        raise _Invalid('want a list of host names like ["camera.example.com", "*.lan"], or ["*"] for any')
+    return tuple(value)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WebConfig:
     listen: Address = setting(
         "listen", parse_address, Address("0.0.0.0", 8080), "JSON API (later the status page and metrics)"
     )
+    password_hash: str = setting(
+        "password_hash",
+        parse_password_hash,
+        "",
+        "scrypt hash written by `appliance passwd`; empty: no login, actions refused",
+        secret=True,
+    )
+    public: bool = setting(
+        "public", parse_bool, True, "the page, GET /api/* and /metrics without login (false: login needed)"
+    )
+    api_tokens: tuple[str, ...] = setting(
+        "api_tokens",
+        parse_tokens,
+        (),
+        "bearer tokens for automation (Authorization: Bearer TOKEN)",
+        secret=True,
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        "allowed_hosts",
+        parse_hosts,
+        (),
+        'Host names accepted besides IP literals, localhost and the device\'s names ("*.lan"; "*": any)',
+    )
+    tls: bool = setting("tls", parse_bool, False, "https with a self-signed certificate made at first start")
 
 
 def parse_streams(value: object) -> tuple[str, ...]:
@@ -605,6 +659,8 @@ def _render(value: object, f: dataclasses.Field[Any]) -> object:
              "enabled": t.enabled}
             for t in value
         ]  # fmt: skip
+    if f.metadata.get("secret") and isinstance(value, tuple):
+        return [f"<{len(value)} set>"] if value else []
     if isinstance(value, tuple):
         return list(value)
     if f.metadata.get("secret") and isinstance(value, str):

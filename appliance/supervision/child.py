@@ -125,6 +125,8 @@ class _Child:
     ready_at: float | None = None
     down_since: float | None = None
     restarts: int = 0
+    manual_restarts: int = 0  # restart_child calls (an operator's, a reload's)
+    last_restart_requested_at: float | None = None
     attempts: int = 0  # the backoff exponent
     window: deque[float] = field(default_factory=deque)  # automatic restarts within max_seconds
     over_intensity: bool = False

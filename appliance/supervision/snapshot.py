@@ -28,6 +28,8 @@ class ChildSnapshot:
     ready: bool  # ready in its current run
     ever_ready: bool  # ready at least once since the supervisor started
     restarts: int  # automatic restarts since process start (operator restarts don't count)
+    manual_restarts: int = 0  # restart_child calls since process start (an operator's, a config reload's)
+    last_restart_requested_at: float | None = None  # trio time of the last of those
     last_error: str | None  # "ValueError: bad frame"
     last_error_trace: tuple[str, ...]  # innermost frames, "path/file.py:12 in func"
     last_error_at: float | None
@@ -53,6 +55,8 @@ class ChildSnapshot:
             "healthy": self.healthy,
             "degraded": self.degraded,
             "restarts": self.restarts,
+            "manual_restarts": self.manual_restarts,
+            "last_restart_requested_at": self.last_restart_requested_at,
             "last_error": self.last_error,
             "last_error_trace": list(self.last_error_trace),
             "last_error_at": self.last_error_at,
@@ -155,6 +159,8 @@ def _child_snapshot(rec: _Child, now: float) -> ChildSnapshot:
         ready=rec.ready,
         ever_ready=rec.ever_ready,
         restarts=rec.restarts,
+        manual_restarts=rec.manual_restarts,
+        last_restart_requested_at=rec.last_restart_requested_at,
         last_error=rec.last_error,
         last_error_trace=rec.last_error_trace,
         last_error_at=rec.last_error_at,

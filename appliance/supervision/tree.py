@@ -184,6 +184,8 @@ class _Tree:
         assert self._ops is not None
         async with self._ops:  # one operator restart at a time
             log.info("child.restart_requested child=%s new_spec=%s", rec.spec.name, spec is not None)
+            rec.manual_restarts += 1
+            rec.last_restart_requested_at = trio.current_time()
             rest_for_one = self._strategy is Strategy.REST_FOR_ONE
             if rest_for_one:
                 await self._hold_later(rec)

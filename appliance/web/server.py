@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -26,9 +27,12 @@ async def serve_web(
     listen: Address,
     *,
     graceful_s: float = 3.0,
+    tls: tuple[Path, Path] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``listen`` until cancelled; ready once the socket is bound (reports the bound URLs).
+
+    ``tls``: (certificate, key) PEM files to serve https with (see appliance.web.tls).
 
     Raises:
         OSError: the address can't be bound (in use, not ours); the supervisor retries with backoff.
@@ -41,6 +45,8 @@ async def serve_web(
     # "Running on ..." chatter stays below warning, web.listening below says the same.
     hcfg.errorlog = _HYPERCORN_LOG
     hcfg.graceful_timeout = graceful_s
+    if tls is not None:
+        hcfg.certfile, hcfg.keyfile = str(tls[0]), str(tls[1])
     # Live updates (server-sent events) hold connections open; don't cut idle keep-alives too soon.
     hcfg.keep_alive_timeout = 30
     async with trio.open_nursery() as nursery:
