@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,8 +45,16 @@ from appliance.supervisor import (
     SupervisorEscalation,
     SupervisorSnapshot,
 )
-from appliance.watchdog import run_watchdog, status_line
+from appliance.watchdog import WatchdogStats, run_watchdog, status_line
 from appliance.web import RouteRegistry, create_app, serve_web
+from appliance.web.actions import ActionRefused, add_action_routes
+from appliance.web.auth import Security
+from appliance.web.events import register_events
+from appliance.web.metrics import register_metrics
+from appliance.web.page import register_page
+from appliance.web.recordings import register_recordings
+from appliance.web.snapshots import register_snapshots
+from appliance.web.tls import ensure_certificate, fingerprint
 
 __all__ = ["EXIT_ESCALATED", "Appliance", "ChildDef"]
 
@@ -76,7 +85,11 @@ class Appliance:
         self.device_name = cfg.device.display_name()
         self.buses = BusRegistry()
         self.routes = RouteRegistry()
-        self.web_app = create_app(self)
+        self.security = Security(cfg.web, names=self._host_names(cfg))
+        self.web_app = create_app(self, security=self.security)
+        # Recording switched on or off through the API: outlives recorder restarts, not a config reload.
+        self.record_overrides: dict[str, bool] = {}
+        self._nursery: trio.Nursery | None = None
         self._started = time.monotonic()
         self.state_dir = cfg.state.path
         s = cfg.supervisor
@@ -88,6 +101,7 @@ class Appliance:
             "egress", max_restarts=s.max_restarts, max_seconds=s.window_s, backoff=backoff
         )
         self.board = probe_board()  # read once: capture's encoder probe and the cloud hello both use it
+        self.watchdog_stats = WatchdogStats()  # the watchdog's pets, for /metrics
         self.relay: RtmpServer | None = None
         self.recorder: Recorder | None = None
         self.capture: CaptureService | None = None
@@ -118,13 +132,30 @@ class Appliance:
         )
         self._reload_lock = trio.Lock()
         self.routes.add_route("/api/streams", self._api_streams, methods=["GET"], owner="relay")
+        add_action_routes(self.routes, self)
+        register_metrics(self.routes, self)
+        self.snapshots = register_snapshots(self.routes, self.buses)
+        register_recordings(self.routes, self)
+        self.events = register_events(self.routes, self)  # GET /api/events, the page's live feed
+        register_page(self.routes)  # GET / and /static/...
 
     # -- child specs ---------------------------------------------------------------------------
 
     def _web_spec(self, cfg: Config) -> ChildSpec:
+        self.security.update(cfg.web, self._host_names(cfg))  # a reload: new password, tokens, hosts
+
+        async def run_web(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+            tls = None
+            if cfg.web.tls:
+                # Made once, at the first start with web.tls = true, then reused (appliance.web.tls).
+                names = self._host_names(cfg)
+                tls = await trio.to_thread.run_sync(ensure_certificate, self.state_dir / "tls", names)
+                log.info("web.tls_certificate sha256=%s", await trio.to_thread.run_sync(fingerprint, tls[0]))
+            await serve_web(self.web_app, cfg.web.listen, tls=tls, task_status=task_status)
+
         return ChildSpec(
             name="web",
-            factory=partial(serve_web, self.web_app, cfg.web.listen),
+            factory=run_web,
             critical=True,
             grace_s=cfg.supervisor.critical_grace_s,
             shutdown_s=cfg.supervisor.shutdown_s,
@@ -174,15 +205,26 @@ class Appliance:
         async def run_recorder(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             # Not critical: a full or broken disk stops recordings, never the relay or the health check.
             self.recorder = Recorder(cfg.record, self.state_dir, self.buses)
+            for name, on in self.record_overrides.items():  # what the API switched, until a reload
+                (self.recorder.start if on else self.recorder.stop)(name)
             await self.recorder.run(task_status=task_status)
 
         return ChildSpec(name="recorder", factory=run_recorder, shutdown_s=cfg.supervisor.shutdown_s)
+
+    @staticmethod
+    def _host_names(cfg: Config) -> list[str]:
+        """The names this device answers to (the Host check, the TLS certificate)."""
+        return list(dict.fromkeys([cfg.device.display_name(), socket.gethostname()]))
 
     def _reserved_streams(self, cfg: Config | None = None) -> frozenset[str]:
         capture = (cfg or self.cfg).capture
         return frozenset() if capture.source == "none" else frozenset({capture.stream})
 
     async def _api_streams(self, request: Request) -> Response:
+        return JSONResponse({"streams": self.describe_streams()})
+
+    def describe_streams(self) -> list[dict[str, Any]]:
+        """The items of ``GET /api/streams``."""
         relay = self.relay
         streams = relay.describe_streams() if relay is not None else []
         capture = self.capture
@@ -191,12 +233,12 @@ class Appliance:
             if camera is not None and item["name"] == self.cfg.capture.stream and item["publisher"] is None:
                 item["bitrate_bps"] = camera.pop("bitrate_bps")
                 item["publisher"] = camera
-        return JSONResponse({"streams": streams})
+        return streams
 
     def _watchdog_spec(self, cfg: Config) -> ChildSpec:
         return ChildSpec(
             name="watchdog",
-            factory=partial(run_watchdog, self.snapshot),
+            factory=partial(run_watchdog, self.snapshot, stats=self.watchdog_stats),
             shutdown_s=1.0,
         )
 
@@ -239,6 +281,89 @@ class Appliance:
             "cloud": self.cloud.describe() if self.cloud is not None else None,
         }
 
+    # -- what the action endpoints call (web.actions.ActionTarget) -----------------------------
+
+    def stream_item(self, name: str) -> dict[str, Any] | None:
+        return next((item for item in self.describe_streams() if item["name"] == name), None)
+
+    async def restart_child(self, path: str) -> dict[str, Any]:
+        """Restart a child of the tree by path (``capture``, ``egress/push:x``) as an operator would.
+
+        Returns:
+            The child's snapshot once it is back (or failed its first attempt); for ``web`` itself,
+            ``{"child": "web", "deferred": true}``: it restarts a moment later, after the answer went out.
+
+        Raises:
+            KeyError: no such child.
+            ActionRefused: the appliance is not running (starting or stopping).
+        """
+        parent, _, name = path.rpartition("/")
+        nested = {"": self.root, "egress": self.egress}
+        sup = nested.get(parent)
+        if sup is None or name not in sup.names:
+            raise KeyError(path)
+        if not sup.running:
+            raise ActionRefused(f"supervisor {sup.name} is not running")
+        log.info("web.restart_requested child=%s", path)
+        if sup is self.root and name == "web":
+            if self._nursery is None:
+                raise ActionRefused("the appliance is not running")
+            self._nursery.start_soon(self._restart_web_later)
+            return {"child": path, "deferred": True}
+        try:
+            await sup.restart_child(name)
+        except (KeyError, RuntimeError) as e:  # removed or stopping meanwhile
+            raise ActionRefused(f"{path}: {e}") from None
+        found = next((c for p, c in self.snapshot().walk() if p == path), None)
+        return {"child": path, "deferred": False, "state": found.to_dict() if found else None}
+
+    async def _restart_web_later(self) -> None:
+        # Restarting the web child cancels the request that asked for it: answer first.
+        await trio.sleep(0.5)
+        await self.root.restart_child("web")
+
+    async def record_stream(self, name: str, start: bool) -> dict[str, Any]:
+        """Start or stop recording ``name`` until the next reload of ``[record]``.
+
+        Raises:
+            KeyError: no such stream.
+            ActionRefused: the recorder is not running.
+        """
+        if name not in self.buses:
+            raise KeyError(name)
+        recorder = self.recorder
+        if recorder is None or not any(p == "recorder" and c.ok for p, c in self.snapshot().walk()):
+            raise ActionRefused("the recorder is not running; /api/status says why")
+        self.record_overrides[name] = start
+        (recorder.start if start else recorder.stop)(name)
+        log.info("web.record stream=%s action=%s", name, "start" if start else "stop")
+        status = next((s for s in recorder.status().streams if s.stream == name), None)
+        if status is None:
+            return {"stream": name, "wanted": start, "recording": False}
+        return dict(jsonable(status))
+
+    def request_keyframe(self, name: str) -> dict[str, Any]:
+        """Ask the camera's encoder for a keyframe (rate-limited to one a second).
+
+        Raises:
+            KeyError: no such stream.
+            ActionRefused: not the camera's stream (an RTMP publisher can't be asked), or nothing is
+                encoded here right now (camera off, or passing its own H.264 through).
+        """
+        if name not in self.buses:
+            raise KeyError(name)
+        capture = self.capture
+        if name != self.cfg.capture.stream or capture is None or self.cfg.capture.source == "none":
+            raise ActionRefused(
+                f"{name} is not the camera's stream: its publisher sends keyframes on its own schedule "
+                "and RTMP has no way to ask it for one"
+            )
+        if not capture.request_keyframe():
+            raise ActionRefused(
+                f"{name}: no encoder running here (camera down, or its own H.264 passed through)"
+            )
+        return {"stream": name, "requested": True}
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def run(self) -> int:
@@ -258,6 +383,7 @@ class Appliance:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             try:
                 async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
                     await nursery.start(self.root.run)
                     await self._sync_pushes(self.cfg)
                     log.info("appliance.started status=%s", quote(status_line(self.snapshot())))
@@ -300,6 +426,8 @@ class Appliance:
             self.device_name = new.device.display_name()
             if "log" in changed:
                 applog.setup(new.log.format, new.log.level)
+            if "record" in changed:
+                self.record_overrides.clear()  # the file says what is recorded again
             if "push" in changed:
                 await self._sync_pushes(new)
             for child in self.children:

@@ -14,14 +14,17 @@ from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from appliance.supervisor import SupervisorSnapshot
+from appliance.web.auth import Security, SecurityMiddleware
+from appliance.web.openapi import openapi_document
 from appliance.web.routes import RouteRegistry
 
-__all__ = ["StatusSource", "create_app", "problem"]
+__all__ = ["StatusSource", "create_app", "health_body", "problem"]
 
 
 class StatusSource(Protocol):
@@ -45,24 +48,34 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResp
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
-def create_app(source: StatusSource) -> Starlette:
-    """Build the app; registry routes are looked up per request, so they may change while serving."""
+def health_body(snap: SupervisorSnapshot) -> tuple[int, dict[str, Any]]:
+    """``GET /api/health``'s status code and body (the status page's live feed shows the same)."""
+    degraded = [path for path, c in snap.walk() if c.degraded and not c.critical]
+    if snap.healthy and snap.all_ready():
+        body: dict[str, Any] = {"status": "ok"}
+        if degraded:
+            body["degraded"] = degraded
+        return 200, body
+    if snap.escalated:
+        state, failing = "failed", [snap.escalated]
+    elif not snap.all_ready():
+        state, failing = "starting", [c.name for c in snap.children if c.critical and not c.ready]
+    else:
+        state, failing = "unhealthy", snap.failing()
+    return 503, {"status": state, "failing": failing, "degraded": degraded}
+
+
+def create_app(source: StatusSource, *, security: Security | None = None) -> Starlette:
+    """Build the app; registry routes are looked up per request, so they may change while serving.
+
+    ``security`` (appliance.web.auth) decides who may read and act; by default the ``[web]`` defaults:
+    public reads, no password (so no actions), Host names of this machine only.
+    """
+    security = security if security is not None else Security(names=[source.device_name])
 
     async def health(request: Request) -> Response:
-        snap = source.snapshot()
-        degraded = [path for path, c in snap.walk() if c.degraded and not c.critical]
-        if snap.healthy and snap.all_ready():
-            body: dict[str, Any] = {"status": "ok"}
-            if degraded:
-                body["degraded"] = degraded
-            return JSONResponse(body)
-        if snap.escalated:
-            state, failing = "failed", [snap.escalated]
-        elif not snap.all_ready():
-            state, failing = "starting", [c.name for c in snap.children if c.critical and not c.ready]
-        else:
-            state, failing = "unhealthy", snap.failing()
-        return JSONResponse({"status": state, "failing": failing, "degraded": degraded}, status_code=503)
+        code, body = health_body(source.snapshot())
+        return JSONResponse(body, status_code=code)
 
     async def status(request: Request) -> Response:
         snap = source.snapshot()
@@ -84,15 +97,24 @@ def create_app(source: StatusSource) -> Starlette:
     async def server_error(request: Request, exc: Exception) -> Response:
         return problem(500, "Internal Server Error", f"{type(exc).__name__} while serving {request.url.path}")
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(source.version))
+
     handlers: dict[Any, Callable[..., Any]] = {HTTPException: http_error, 500: server_error}
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/api/health", health, methods=["GET"]),
             Route("/api/status", status, methods=["GET"]),
+            Route("/api/openapi.json", openapi, methods=["GET"]),
+            *security.routes(),
             Mount("", app=source.routes.router),
         ],
         exception_handlers=handlers,
+        middleware=[Middleware(SecurityMiddleware, security=security)],
     )
+    app.state.security = security
+    security.bind(app.router)
+    return app
 
 
 _TITLES = {
@@ -101,4 +123,8 @@ _TITLES = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    421: "Misdirected Request",
+    429: "Too Many Requests",
 }

@@ -192,8 +192,9 @@ def probe(url: str) -> list[str]:
     return sorted(run.stdout.split())
 
 
-def camera_appliance(tmp_path: Path, extra: str = "") -> ApplianceProcess:
-    """The real appliance on loopback ports with a small synthetic camera (320x240, 15 fps) + `extra`."""
+def camera_appliance(tmp_path: Path, extra: str = "", args: tuple[str, ...] = ()) -> ApplianceProcess:
+    """The real appliance on loopback ports with a small synthetic camera (320x240, 15 fps) + `extra`
+    (TOML sections after [capture]) + `args` (``--set`` overrides, e.g. for [web] keys)."""
     cfg = tmp_path / "appliance.toml"
     cfg.write_text(
         f"""
@@ -211,4 +212,4 @@ fps = 15
 {extra}
 """
     )
-    return ApplianceProcess(cfg)
+    return ApplianceProcess(cfg, args=args)

@@ -1,0 +1,240 @@
+"""The status page against the real process: its files, its live feed, and headless Chromium using it.
+
+The browser test runs ``tests/browser/status_page.mjs`` (playwright-core driving Debian's Chromium as
+root with ``--no-sandbox`` and background networking off) against an appliance with the small synthetic
+camera: the page must list ``live/cam`` at 320x240, show a restart of ``capture`` made through the API
+while the page stays open (no reload), then log in and restart it again with the page's own button.
+The script's JSON answers are asserted on here; its screenshot lands in the test's tmp_path (path
+printed). Chromium, Node.js and the npm packages come from scripts/install-test-deps; missing, they
+fail the test under APPLIANCE_REQUIRE_PEERS=1.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import queue
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.web.auth import hash_password
+from tests.harness import ApplianceProcess, http_get
+from tests.integration.rtmp_peers import camera_appliance
+from tests.peers import peers_required, require_command
+
+BROWSER_DIR = Path(__file__).resolve().parents[1] / "browser"
+PASSWORD = "page test pass"
+TOKEN = "page-test-token-0123456789"
+
+
+def read_events(base: str, count: int, headers: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """The first ``count`` server-sent events of /api/events (fields per event), then hang up."""
+    host = base.removeprefix("http://")
+    conn = http.client.HTTPConnection(host, timeout=30)
+    try:
+        conn.request("GET", "/api/events", headers=headers or {})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("content-type", "").startswith("text/event-stream")
+        assert resp.getheader("cache-control") == "no-store"
+        events: list[dict[str, str]] = []
+        current: dict[str, str] = {}
+        while len(events) < count:
+            line = resp.readline().decode().rstrip("\n")
+            if not line:
+                if current:
+                    events.append(current)
+                current = {}
+                continue
+            field, _, value = line.partition(": ")
+            current[field] = value
+        return events
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApplianceProcess, str]]:
+    """The appliance with the synthetic camera, a password (cheap scrypt) and an API token."""
+    tmp = tmp_path_factory.mktemp("web_page")
+    pw_hash = hash_password(PASSWORD, n=1024, r=8, p=1)
+    app = camera_appliance(
+        tmp,
+        '[record]\nstreams = ["live/cam"]\nsegment = "1s"\n',
+        args=("--set", f'web.password_hash="{pw_hash}"', "--set", f'web.api_tokens=["{TOKEN}"]'),
+    )
+    try:
+        base = app.web_url()
+        app.wait_healthy(base)
+        yield app, base
+    finally:
+        assert app.stop() == 0
+
+
+def test_page_files_are_served_with_caching_and_a_csp(appliance: tuple[ApplianceProcess, str]) -> None:
+    _app, base = appliance
+    with urllib.request.urlopen(base + "/") as resp:
+        html = resp.read().decode()
+        etag = resp.headers["etag"]
+        assert resp.headers["content-type"] == "text/html; charset=utf-8"
+        assert resp.headers["cache-control"] == "no-cache"
+        assert "default-src 'self'" in resp.headers["content-security-policy"]
+    # Relative URLs only (the page works under any host name or prefix), nothing from elsewhere.
+    assert 'src="static/app.js"' in html and 'href="static/style.css"' in html
+    assert "http://" not in html and "https://" not in html
+    req = urllib.request.Request(base + "/", headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req)
+    assert err.value.code == 304
+    err.value.close()
+    for name, media in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        with urllib.request.urlopen(f"{base}/static/{name}") as resp:
+            assert resp.headers["content-type"].startswith(media)
+            assert resp.headers["etag"] and resp.headers["cache-control"] == "no-cache"
+            assert b"innerHTML" not in resp.read()  # text goes in through textContent only
+    code, body = http_get(base + "/static/..%2Fevents.py")
+    assert code == 404 and body["title"] == "Not Found"
+
+
+def test_events_stream_status_snapshots(appliance: tuple[ApplianceProcess, str]) -> None:
+    app, base = appliance
+    events = read_events(base, 4)
+    assert events[0] == {"retry": "2000"}
+    assert events[1]["event"] == "history" and isinstance(json.loads(events[1]["data"]), list)
+    first, second = (json.loads(e["data"]) for e in events[2:])
+    assert [e["event"] for e in events[2:]] == ["status", "status"]
+    assert int(events[3]["id"]) > int(events[2]["id"]) == first["seq"]
+    status = http_get(base + "/api/status")[1]
+    assert first["device"] == status["device"] and first["version"] == status["version"]
+    assert first["board"]["model"] and first["health"]["status"] == "ok"
+    paths = [c["path"] for c in first["children"]]
+    assert paths[:3] == ["web", "relay", "capture"] and "egress" in paths
+    system = second["system"]
+    assert system["temperature_c"] is None and system["throttling"] is None
+    assert 0 <= system["cpu_percent"] <= 100 and system["memory"]["total_bytes"] > 0
+    assert system["disk"]["total_bytes"] > 0
+    lo = next(i for i in system["network"] if i["name"] == "lo")
+    assert {"family": "ipv4", "address": "127.0.0.1", "prefix": 8, "scope": None} in lo["addresses"]
+    # The page hung up: the server noticed and ended the stream.
+    app.event("web.events_closed", reason="client_gone")
+    # A reconnecting browser (Last-Event-ID) has the history already: only retry and status come.
+    again = read_events(base, 2, {"Last-Event-ID": events[3]["id"]})
+    assert again[0] == {"retry": "2000"} and again[1]["event"] == "status"
+
+
+def _node_modules_ready() -> None:
+    if (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").exists():
+        return
+    msg = f"{BROWSER_DIR}/node_modules is missing (scripts/install-test-deps runs npm ci there)"
+    if peers_required():
+        pytest.fail(msg + " and APPLIANCE_REQUIRE_PEERS=1")
+    pytest.skip(msg)
+
+
+class Browser:
+    """``node status_page.mjs`` with its JSON lines read by a thread (so waits can time out)."""
+
+    def __init__(self, opts: dict[str, Any]) -> None:
+        node = require_command("node")
+        self.proc = subprocess.Popen(
+            [node, str(BROWSER_DIR / "status_page.mjs"), json.dumps(opts)],
+            cwd=BROWSER_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                self.lines.put(json.loads(raw))
+            except ValueError:
+                self.lines.put({"event": "unparsed", "line": raw})
+        self.lines.put(None)
+
+    def next(self, timeout: float = 120.0) -> dict[str, Any]:
+        try:
+            doc = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the browser script said nothing for {timeout}s") from None
+        if doc is None:
+            assert self.proc.stderr is not None
+            raise AssertionError(f"the browser script ended early: {self.proc.stderr.read()}")
+        assert doc["event"] != "error", doc
+        return doc
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_page_in_headless_chromium(appliance: tuple[ApplianceProcess, str], tmp_path: Path) -> None:
+    chromium = require_command("chromium")
+    _node_modules_ready()
+    app, base = appliance
+    # The camera's stream must be on the Bus with its video config before the page can show it.
+    deadline = time.monotonic() + 30
+    while (http_get(base + "/api/streams/live/cam")[1] or {}).get("video") is None:
+        assert time.monotonic() < deadline, "the camera's stream never showed its video"
+        time.sleep(0.1)
+    screenshot = tmp_path / "status-page.png"
+    browser = Browser(
+        {
+            "url": base + "/",
+            "stream": "live/cam",
+            "child": "capture",
+            "screenshot": str(screenshot),
+            "password": PASSWORD,
+            "chromium": chromium,
+            "recording": True,
+        }
+    )
+    try:
+        ready = browser.next()
+        assert ready["event"] == "ready" and ready["resolution"] == "320x240"
+        # Restart the camera through the API while the page is open; the page must show it live.
+        req = urllib.request.Request(
+            base + "/api/children/capture/restart",
+            method="POST",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 200
+            assert json.load(resp)["state"]["manual_restarts"] == ready["manual_restarts"] + 1
+        done = browser.next()
+        assert browser.proc.wait(60) == 0
+    finally:
+        browser.close()
+    print(f"status page screenshot: {screenshot}")
+    assert done["event"] == "done"
+    assert "live/cam" in done["streams"] and done["resolution"] == "320x240"
+    assert done["fps"] == "15 fps" and done["codec"].startswith("h264")
+    assert done["publisher"].startswith("camera (synthetic")
+    counts = done["manual_restarts"]
+    assert counts["after_api"] == counts["before"] + 1
+    assert done["logged_in"] is True and counts["after_click"] == counts["after_api"] + 1
+    assert done["no_reload"] is True and done["connection"] == "live"
+    assert done["health"] in ("ok", "degraded")
+    assert done["temperature"] == "not available" and done["throttling"] == "not available"
+    assert "lo" in done["interfaces"]
+    assert done["preview_loaded"] is True
+    assert done["recordings"] and all(f.startswith("live/cam/") for f in done["recordings"])
+    assert done["video"] == {"width": 320, "height": 240}
+    assert done["console_errors"] == [] and done["page_errors"] == []
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    app.event("web.restart_requested", child="capture")
