@@ -18,10 +18,10 @@ help:
 	@echo "make bench      benchmarks side by side with peers"
 
 sync:
-	"$(UV)" sync --locked --no-dev --inexact
+	"$(UV)" sync --locked --all-extras --no-dev --inexact
 
 sync-dev:
-	"$(UV)" sync --locked
+	"$(UV)" sync --locked --all-extras
 
 run: sync
 	exec $(VENV)/bin/appliance run $(RUN_ARGS)
