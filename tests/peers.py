@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
-__all__ = ["peers_required", "require_command"]
+__all__ = ["BROWSER_DIR", "peers_required", "require_browser_scripts", "require_command"]
 
 
 def peers_required() -> bool:
@@ -27,3 +28,19 @@ def require_command(name: str) -> str:
     if peers_required():
         pytest.fail(msg + " and APPLIANCE_REQUIRE_PEERS=1")
     pytest.skip(msg)  # only when APPLIANCE_REQUIRE_PEERS is unset: checked just above
+
+
+BROWSER_DIR = Path(__file__).resolve().parent / "browser"
+
+
+def require_browser_scripts() -> Path:
+    """tests/browser with its npm packages (playwright-core), Node.js and Debian's Chromium; fails under
+    APPLIANCE_REQUIRE_PEERS=1 (skips otherwise) when any is missing."""
+    require_command("node")
+    require_command("chromium")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").exists():
+        msg = f"{BROWSER_DIR}/node_modules is missing (scripts/install-test-deps runs npm ci there)"
+        if peers_required():
+            pytest.fail(msg + " and APPLIANCE_REQUIRE_PEERS=1")
+        pytest.skip(msg)
+    return BROWSER_DIR

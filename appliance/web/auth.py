@@ -109,7 +109,7 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Reachable without a login in every mode: the login plumbing, health (systemd, load balancers), and
 # the page's shell, which holds no data of its own.
 _OPEN_PATHS = frozenset({"/api/health", "/api/login", "/api/session", "/api/logout", "/", "/favicon.ico"})
-_OPEN_PREFIXES = ("/static/",)
+_OPEN_PREFIXES = ("/static/", "/watch/")  # page shells: no data in them
 # Non-GET endpoints that check credentials themselves.
 _SELF_CHECKED = frozenset({"/api/login", "/api/logout"})
 

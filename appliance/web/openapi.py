@@ -416,6 +416,14 @@ def _paths() -> dict[str, Schema]:
                 "responses": {"200": {"description": "the file"}, "404": _problem("no such file")},
             },
         },
+        "/watch/{stream}": {
+            "parameters": [{"name": "stream", "in": "path", "required": True, "schema": _STR}],
+            "get": {
+                "summary": "The WHEP player page for a stream (app/key, or cam for the camera)",
+                "security": [{}],
+                "responses": {"200": _binary("text/html", "the player")},
+            },
+        },
         "/api/openapi.json": {
             "get": read("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1")}),
         },

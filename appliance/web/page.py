@@ -1,4 +1,5 @@
-"""The status page's files: ``GET /`` (``index.html``) and ``GET /static/{file}`` (its script and style).
+"""The status page's files: ``GET /`` (``index.html``), ``GET /watch/{stream}`` (``watch.html``, the WHEP
+player) and ``GET /static/{file}`` (their scripts and styles).
 
 The files ship inside the package (``appliance/web/static/``: no build step, nothing from other sites)
 and are read once, at registration. Only the files that are there are served (a fixed table, so no path
@@ -87,6 +88,7 @@ def register_page(routes: RouteRegistry, *, owner: str = "web", directory: Path 
     """Serve ``/`` and ``/static/{file}`` from ``directory`` (read now)."""
     files = load_static(directory)
     index = files["index.html"]
+    player = files["watch.html"]
 
     async def page(request: Request) -> Response:
         return index.response(request, page=True)
@@ -98,5 +100,11 @@ def register_page(routes: RouteRegistry, *, owner: str = "web", directory: Path 
             return problem(404, "Not Found", f"no static file {name!r}")
         return found.response(request)
 
+    async def watch(request: Request) -> Response:
+        return player.response(request, page=True)
+
     routes.add_route("/", page, methods=["GET"], owner=owner)
     routes.add_route("/static/{file}", static, methods=["GET"], owner=owner)
+    # The WHEP player: one page for every stream (it reads the name from its own URL). Without the
+    # webrtc extra it says why it cannot play (the WHEP endpoint's 503 problem).
+    routes.add_route("/watch/{stream:path}", watch, methods=["GET"], owner=owner)

@@ -156,6 +156,7 @@ def test_schemathesis_finds_no_server_error(camera: tuple[ApplianceProcess, str]
         "key": "cam",
         "path": "capture",
         "file": "live/cam/none.flv",
+        "stream": "cam",
     }
 
     def documented(op: schemathesis.APIOperation) -> set[int]:
@@ -204,7 +205,7 @@ def test_openapi_covers_every_route(camera: tuple[ApplianceProcess, str]) -> Non
     status = http_get(base + "/api/status")[1]
     documented = set(doc["paths"])
     for route in status["routes"]:
-        path = route["path"].replace("{file:path}", "{file}").replace("{path:path}", "{path}")
+        path = route["path"].replace("{file:path}", "{file}").replace("{path:path}", "{path}").replace("{stream:path}", "{stream}")
         assert path in documented, f"{route} is not in /api/openapi.json"
     for path in ("/api/health", "/api/status", "/api/login", "/api/session", "/api/logout", "/metrics", "/"):
         assert path in documented

@@ -27,9 +27,8 @@ import pytest
 from appliance.web.auth import hash_password
 from tests.harness import ApplianceProcess, http_get
 from tests.integration.rtmp_peers import camera_appliance
-from tests.peers import peers_required, require_command
+from tests.peers import BROWSER_DIR, require_browser_scripts, require_command
 
-BROWSER_DIR = Path(__file__).resolve().parents[1] / "browser"
 PASSWORD = "page test pass"
 TOKEN = "page-test-token-0123456789"
 
@@ -129,15 +128,6 @@ def test_events_stream_status_snapshots(appliance: tuple[ApplianceProcess, str])
     assert again[0] == {"retry": "2000"} and again[1]["event"] == "status"
 
 
-def _node_modules_ready() -> None:
-    if (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").exists():
-        return
-    msg = f"{BROWSER_DIR}/node_modules is missing (scripts/install-test-deps runs npm ci there)"
-    if peers_required():
-        pytest.fail(msg + " and APPLIANCE_REQUIRE_PEERS=1")
-    pytest.skip(msg)
-
-
 class Browser:
     """``node status_page.mjs`` with its JSON lines read by a thread (so waits can time out)."""
 
@@ -185,7 +175,7 @@ class Browser:
 
 def test_page_in_headless_chromium(appliance: tuple[ApplianceProcess, str], tmp_path: Path) -> None:
     chromium = require_command("chromium")
-    _node_modules_ready()
+    require_browser_scripts()
     app, base = appliance
     # The camera's stream must be on the Bus with its video config before the page can show it.
     deadline = time.monotonic() + 30

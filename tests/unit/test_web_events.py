@@ -170,7 +170,7 @@ async def test_one_snapshot_per_interval_shared_by_every_stream(
 
 def test_static_files_and_etags() -> None:
     files = load_static()
-    assert set(files) == {"index.html", "app.js", "style.css"}
+    assert set(files) == {"index.html", "app.js", "style.css", "watch.html", "watch.js", "watch.css"}
     page = files["index.html"]
     assert (
         page.media_type == "text/html; charset=utf-8"
