@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import queue
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ApplianceProcess", "http_get"]
+__all__ = ["ApplianceProcess", "http_get", "raw_request"]
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
@@ -27,6 +28,21 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
     except urllib.error.HTTPError as e:
         with e:  # it holds the response's socket
             return e.code, json.loads(e.read() or b"{}")
+
+
+def raw_request(
+    base: str, path: str, method: str = "GET", timeout: float = 30.0
+) -> tuple[int, dict[str, str], bytes]:
+    """One request with the path sent exactly as given (no client-side clean-up of ``..``): status,
+    headers (lower-case names) and body."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
 
 
 class ApplianceProcess:

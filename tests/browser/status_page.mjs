@@ -9,7 +9,7 @@
 // listed (the test then restarts the child through the API); at the end {"event": "done", ...} with what
 // the page showed, or {"event": "error", "message": ...} and exit code 1. Timeouts are generous: this
 // checks behaviour, never speed.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const opts = JSON.parse(process.argv[2] || "{}");
 const WAIT_MS = opts.wait_ms || 30000;
@@ -34,29 +34,7 @@ async function waitAbove(selector, floor) {
 }
 
 async function main() {
-  browser = await chromium.launch({
-    executablePath: opts.chromium || "/usr/bin/chromium",
-    headless: true,
-    // As root there is no user namespace sandbox to use; the rest keeps Chromium off the network
-    // (component updates, safe browsing lists, sync...), which this machine does not have.
-    chromiumSandbox: false,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--no-default-browser-check",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-default-apps",
-      "--disable-extensions",
-      "--disable-domain-reliability",
-      "--disable-breakpad",
-      "--metrics-recording-only",
-      "--safebrowsing-disable-auto-update",
-    ],
-  });
+  browser = await launchChromium(opts);
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   page = await context.newPage();
   page.on("console", (msg) => {

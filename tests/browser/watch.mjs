@@ -6,18 +6,12 @@
 // Network rule: ICE stays on 127.0.0.1. Chromium gathers host candidates on every interface, so the offer and
 // the answer pass through a filter that drops every candidate but 127.0.0.1, and the selected pair is read
 // back from getStats. Output: one JSON line, {"event": "done", "tabs": [...]} or {"event": "error", ...}.
-import { chromium } from "playwright-core";
+import { launchChromium, loopbackOnly } from "./chromium.mjs";
 
 const opts = JSON.parse(process.argv[2] || "{}");
 const WAIT_MS = opts.wait_ms || 30000;
 const out = (doc) => process.stdout.write(JSON.stringify(doc) + "\n");
 
-function loopbackOnly(sdp) {
-  return sdp
-    .split("\r\n")
-    .filter((line) => !line.startsWith("a=candidate:") || line.includes(" 127.0.0.1 "))
-    .join("\r\n");
-}
 
 async function watch(context, n) {
   const page = await context.newPage();
@@ -86,20 +80,7 @@ async function watch(context, n) {
 
 let browser;
 try {
-  browser = await chromium.launch({
-    executablePath: opts.chromium || "/usr/bin/chromium",
-    headless: true,
-    chromiumSandbox: false,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--disable-default-apps", "--disable-extensions", "--disable-domain-reliability", "--disable-breakpad",
-      "--autoplay-policy=no-user-gesture-required",
-      // WebRTC on loopback: allow 127.0.0.1 candidates, and no mDNS names in place of addresses.
-      "--allow-loopback-in-peer-connection",
-      "--disable-features=WebRtcHideLocalIpsWithMdns",
-    ],
-  });
+  browser = await launchChromium(opts);
   const context = await browser.newContext();
   const tabs = await Promise.all(Array.from({ length: opts.tabs || 1 }, (_, n) => watch(context, n)));
   out({ event: "done", tabs });

@@ -7,19 +7,13 @@
 // CORS is involved), loaded from node_modules. ICE stays on 127.0.0.1: the offer, the answer and every
 // trickled candidate pass through a filter that drops all others. Output: one JSON line.
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launchChromium, loopbackOnly } from "./chromium.mjs";
 
 const opts = JSON.parse(process.argv[2] || "{}");
 const WAIT_MS = opts.wait_ms || 30000;
 const out = (doc) => process.stdout.write(JSON.stringify(doc) + "\n");
 const clientJs = readFileSync(new URL("./node_modules/whip-whep/whep.js", import.meta.url), "utf8");
 
-function loopbackOnly(text) {
-  return text
-    .split("\r\n")
-    .filter((line) => !line.startsWith("a=candidate:") || line.includes(" 127.0.0.1 "))
-    .join("\r\n");
-}
 
 const PAGE = `<!doctype html><html><body><video id="video" autoplay playsinline muted></video>
 <script type="module">
@@ -44,19 +38,7 @@ window.start = async (stream) => {
 
 let browser;
 try {
-  browser = await chromium.launch({
-    executablePath: opts.chromium || "/usr/bin/chromium",
-    headless: true,
-    chromiumSandbox: false,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--disable-default-apps", "--disable-extensions", "--disable-domain-reliability", "--disable-breakpad",
-      "--autoplay-policy=no-user-gesture-required",
-      "--allow-loopback-in-peer-connection",
-      "--disable-features=WebRtcHideLocalIpsWithMdns",
-    ],
-  });
+  browser = await launchChromium(opts);
   const page = await browser.newPage();
   const errors = [];
   const methods = [];

@@ -213,3 +213,17 @@ fps = 15
 """
     )
     return ApplianceProcess(cfg, args=args)
+
+
+@contextmanager
+def running_camera(
+    tmp_path: Path, extra: str = "", args: tuple[str, ...] = ()
+) -> Iterator[tuple[ApplianceProcess, str]]:
+    """`camera_appliance`, healthy, as (process, web base URL); stopped (exit 0 asserted) afterwards."""
+    app = camera_appliance(tmp_path, extra, args)
+    try:
+        base = app.web_url()
+        app.wait_healthy(base)
+        yield app, base
+    finally:
+        assert app.stop() == 0

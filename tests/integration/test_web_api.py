@@ -205,7 +205,12 @@ def test_openapi_covers_every_route(camera: tuple[ApplianceProcess, str]) -> Non
     status = http_get(base + "/api/status")[1]
     documented = set(doc["paths"])
     for route in status["routes"]:
-        path = route["path"].replace("{file:path}", "{file}").replace("{path:path}", "{path}").replace("{stream:path}", "{stream}")
+        path = (
+            route["path"]
+            .replace("{file:path}", "{file}")
+            .replace("{path:path}", "{path}")
+            .replace("{stream:path}", "{stream}")
+        )
         assert path in documented, f"{route} is not in /api/openapi.json"
     for path in ("/api/health", "/api/status", "/api/login", "/api/session", "/api/logout", "/metrics", "/"):
         assert path in documented

@@ -3,7 +3,6 @@ peers: promtool (Prometheus' own linter) on a scrape, PyAV on the JPEG, ffprobe 
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import subprocess
@@ -15,8 +14,8 @@ import av
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import ApplianceProcess, http_get
-from tests.integration.rtmp_peers import camera_appliance
+from tests.harness import ApplianceProcess, http_get, raw_request
+from tests.integration.rtmp_peers import running_camera
 from tests.peers import require_command
 
 pytestmark = pytest.mark.peers
@@ -24,36 +23,20 @@ pytestmark = pytest.mark.peers
 WIDTH, HEIGHT = 320, 240  # camera_appliance's camera
 
 
-def get(base: str, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    """One request, the path sent as given (no client-side clean-up of ``..``)."""
-    host, port = base.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        conn.request(method, path)
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def camera(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApplianceProcess, str]]:
     """One appliance with the small synthetic camera, recorded in 1 s segments."""
-    tmp = tmp_path_factory.mktemp("web_media")
-    app = camera_appliance(tmp, '[record]\nstreams = ["live/cam"]\nsegment = "1s"\n')
-    try:
-        base = app.web_url()
-        app.wait_healthy(base)
-        yield app, base
-    finally:
-        assert app.stop() == 0
+    with running_camera(
+        tmp_path_factory.mktemp("web_media"), '[record]\nstreams = ["live/cam"]\nsegment = "1s"\n'
+    ) as running:
+        yield running
 
 
 def test_metrics_scrape_passes_promtool_and_counts_the_camera(camera: tuple[ApplianceProcess, str]) -> None:
     promtool = require_command("promtool")
     app, base = camera
     app.event("record.segment_open", stream="live/cam")  # the recorder is a subscriber by now
-    status, headers, body = get(base, "/metrics")
+    status, headers, body = raw_request(base, "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
     assert headers["cache-control"] == "no-store"
     lint = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
@@ -92,7 +75,7 @@ def test_metrics_scrape_passes_promtool_and_counts_the_camera(camera: tuple[Appl
 
 def test_snapshot_is_a_jpeg_of_the_camera(camera: tuple[ApplianceProcess, str]) -> None:
     _, base = camera
-    status, headers, body = get(base, "/api/streams/live/cam/snapshot.jpg")
+    status, headers, body = raw_request(base, "/api/streams/live/cam/snapshot.jpg")
     assert status == 200, body
     assert headers["content-type"] == "image/jpeg" and headers["cache-control"] == "no-store"
     with av.open(io.BytesIO(body), "r", format="image2pipe") as jpeg:
@@ -100,15 +83,15 @@ def test_snapshot_is_a_jpeg_of_the_camera(camera: tuple[ApplianceProcess, str]) 
         frame = next(jpeg.decode(video=0))
     assert (frame.width, frame.height) == (WIDTH, HEIGHT)
 
-    status, _, body = get(base, "/api/streams/live/cam/snapshot.jpg?width=160")
+    status, _, body = raw_request(base, "/api/streams/live/cam/snapshot.jpg?width=160")
     assert status == 200
     with av.open(io.BytesIO(body), "r", format="image2pipe") as jpeg:
         frame = next(jpeg.decode(video=0))
     assert (frame.width, frame.height) == (160, 120)
 
-    status, headers, body = get(base, "/api/streams/live/nobody/snapshot.jpg")
+    status, headers, body = raw_request(base, "/api/streams/live/nobody/snapshot.jpg")
     assert status == 404 and headers["content-type"] == "application/problem+json"
-    status, headers, body = get(base, "/api/streams/live/cam/snapshot.jpg?width=abc")
+    status, headers, body = raw_request(base, "/api/streams/live/cam/snapshot.jpg?width=abc")
     assert status == 400 and b"width" in body
 
 
@@ -125,7 +108,7 @@ def test_snapshot_of_a_stream_without_a_keyframe_is_503_with_retry_after(
     try:
         app.event("rtmp.play", stream="live/later")
         assert any(s["name"] == "live/later" for s in http_get(base + "/api/streams")[1]["streams"])
-        status, headers, body = get(base, "/api/streams/live/later/snapshot.jpg")
+        status, headers, body = raw_request(base, "/api/streams/live/later/snapshot.jpg")
         assert status == 503, body
         assert headers["retry-after"] == "2" and headers["content-type"] == "application/problem+json"
         assert "no keyframe" in json.loads(body)["detail"]
@@ -162,13 +145,13 @@ def test_recordings_list_download_and_play_as_mp4(
     assert rec["duration_s"] == pytest.approx(float(closed["duration_s"]), abs=0.01) and rec["duration_s"] > 0
     assert rec["started"].endswith("Z")
 
-    status, headers, flv = get(base, rec["download_url"])
+    status, headers, flv = raw_request(base, rec["download_url"])
     assert status == 200 and flv == Path(closed["path"]).read_bytes()
     assert headers["content-disposition"].startswith("attachment;")
     (tmp_path / "rec.flv").write_bytes(flv)
     assert {s["codec_name"] for s in probe(tmp_path / "rec.flv")["streams"]} == {"h264", "aac"}
 
-    status, headers, mp4 = get(base, rec["mp4_url"])
+    status, headers, mp4 = raw_request(base, rec["mp4_url"])
     assert status == 200 and headers["content-type"] == "video/mp4"
     (tmp_path / "rec.mp4").write_bytes(mp4)
     probed = probe(tmp_path / "rec.mp4")
@@ -187,9 +170,9 @@ def test_recordings_refuse_paths_out_of_the_directory(camera: tuple[AppliancePro
         "/api/recordings/%2e%2e/%2e%2e/appliance.toml",
         "/api/recordings/live/cam/../../../appliance.toml/mp4",
     ):
-        status, headers, body = get(base, path)
+        status, headers, body = raw_request(base, path)
         assert status == 400, (path, body)
         assert headers["content-type"] == "application/problem+json"
         assert b"[capture]" not in body
-    status, headers, _ = get(base, "/api/recordings/live/cam/20990101-000000-999999.flv")
+    status, headers, _ = raw_request(base, "/api/recordings/live/cam/20990101-000000-999999.flv")
     assert status == 404 and headers["content-type"] == "application/problem+json"

@@ -26,7 +26,7 @@ import pytest
 
 from appliance.web.auth import hash_password
 from tests.harness import ApplianceProcess, http_get
-from tests.integration.rtmp_peers import camera_appliance
+from tests.integration.rtmp_peers import running_camera
 from tests.peers import BROWSER_DIR, require_browser_scripts, require_command
 
 PASSWORD = "page test pass"
@@ -64,17 +64,12 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Applia
     """The appliance with the synthetic camera, a password (cheap scrypt) and an API token."""
     tmp = tmp_path_factory.mktemp("web_page")
     pw_hash = hash_password(PASSWORD, n=1024, r=8, p=1)
-    app = camera_appliance(
+    with running_camera(
         tmp,
         '[record]\nstreams = ["live/cam"]\nsegment = "1s"\n',
         args=("--set", f'web.password_hash="{pw_hash}"', "--set", f'web.api_tokens=["{TOKEN}"]'),
-    )
-    try:
-        base = app.web_url()
-        app.wait_healthy(base)
-        yield app, base
-    finally:
-        assert app.stop() == 0
+    ) as running:
+        yield running
 
 
 def test_page_files_are_served_with_caching_and_a_csp(appliance: tuple[ApplianceProcess, str]) -> None:

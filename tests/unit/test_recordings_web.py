@@ -3,7 +3,6 @@ FLV -> fragmented MP4 remux (read back with PyAV), and the endpoints on real hyp
 
 from __future__ import annotations
 
-import http.client
 import io
 import os
 import struct
@@ -32,6 +31,7 @@ from appliance.web.recordings import (
     register_recordings,
     resolve_recording,
 )
+from tests.harness import raw_request
 
 NAME = "20260101-120000-000001.flv"
 
@@ -256,18 +256,6 @@ class Source:
         return {}
 
 
-def request(base: str, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    """One request with the path sent exactly as given (no client-side normalising of ``..``)."""
-    host, port = base.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        conn.request(method, path)
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
-
-
 async def test_endpoints(tmp_path: Path, flv: Path) -> None:
     source = Source(state_dir=tmp_path)
     root = tmp_path / "recordings"
@@ -282,7 +270,7 @@ async def test_endpoints(tmp_path: Path, flv: Path) -> None:
         urls: list[str] = await nursery.start(serve_web, create_app(source), Address("127.0.0.1", 0))  # type: ignore[arg-type]
 
         async def get(path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-            return await trio.to_thread.run_sync(request, urls[0], path, method)
+            return await trio.to_thread.run_sync(raw_request, urls[0], path, method)
 
         status, _, body = await get("/api/recordings")
         assert status == 200 and b'"recordings"' in body and NAME.encode() in body

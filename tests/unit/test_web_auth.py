@@ -23,8 +23,8 @@ from starlette.responses import JSONResponse, Response
 
 from appliance import cli
 from appliance.config import Address, ConfigError, WebConfig, load
-from appliance.supervisor import ChildSpec, Supervisor, SupervisorSnapshot
-from appliance.web import RouteRegistry, create_app, serve_web
+from appliance.supervisor import ChildSpec, Supervisor
+from appliance.web import create_app, serve_web
 from appliance.web.auth import (
     HOW_TO_SET_PASSWORD,
     HostPolicy,
@@ -42,6 +42,7 @@ from appliance.web.auth import (
 )
 from appliance.web.passwd_file import with_password_hash
 from appliance.web.tls import ensure_certificate, fingerprint
+from tests.unit.test_web import Source  # the StatusSource fake (uptime 12.5 s, one extra key)
 
 FAST = {"n": 16, "r": 1, "p": 1}  # cheap scrypt for tests; the format and code path are the same
 
@@ -389,24 +390,6 @@ def test_certificate_made_once_with_the_device_names(tmp_path: Path) -> None:
 
 
 # -- the middleware and login endpoints, in a real server ------------------------------------------------
-
-
-class Source:
-    version = "9.9.9"
-    device_name = "unit"
-
-    def __init__(self, sup: Supervisor) -> None:
-        self.sup = sup
-        self.routes = RouteRegistry()
-
-    def uptime_s(self) -> float:
-        return 1.0
-
-    def snapshot(self) -> SupervisorSnapshot:
-        return self.sup.snapshot()
-
-    def status_extra(self) -> Mapping[str, Any]:
-        return {}
 
 
 def fetch(
