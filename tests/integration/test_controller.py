@@ -40,6 +40,18 @@ def start_controller(port: int, rtmp_port: int) -> ApplianceProcess:
     )  # fmt: skip
 
 
+def stop_all(*procs: ApplianceProcess) -> list[int]:
+    """Stop every process, even when one of them fails to stop in time (it is killed: -9), so no process
+    outlives the test."""
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.stop())
+        except subprocess.TimeoutExpired:
+            codes.append(-9)
+    return codes
+
+
 def device(tmp_path: Path, ws_port: int) -> ApplianceProcess:
     return camera_appliance(
         tmp_path,
@@ -196,8 +208,7 @@ async def test_managed_stream_is_hosted_played_and_removed_on_stop(tmp_path: Pat
         for text in (controller.log_text(), app.log_text()):
             assert DEVICE_TOKEN not in text and API_TOKEN not in text
     finally:
-        assert await trio.to_thread.run_sync(app.stop) == 0
-        assert await trio.to_thread.run_sync(controller.stop) == 0
+        assert await trio.to_thread.run_sync(stop_all, app, controller) == [0, 0]
 
 
 async def test_unmanaged_stream_survives_a_short_cut_and_dies_with_a_long_one(tmp_path: Path) -> None:
@@ -261,8 +272,7 @@ async def test_unmanaged_stream_survives_a_short_cut_and_dies_with_a_long_one(tm
                 totals = counters(port)
                 assert totals["missed_acks"] >= 3 and totals["timeouts"] == 1 and totals["socket_losses"] >= 2
             finally:
-                assert await trio.to_thread.run_sync(app.stop) == 0
-                assert await trio.to_thread.run_sync(controller.stop) == 0
+                assert await trio.to_thread.run_sync(stop_all, app, controller) == [0, 0]
         nursery.cancel_scope.cancel()
 
 
