@@ -48,6 +48,7 @@ from appliance.supervisor import (
 from appliance.watchdog import WatchdogStats, run_watchdog, status_line
 from appliance.web import RouteRegistry, create_app, serve_web
 from appliance.web.actions import ActionRefused, add_action_routes
+from appliance.web.app import problem
 from appliance.web.auth import Security
 from appliance.web.events import register_events
 from appliance.web.metrics import register_metrics
@@ -105,6 +106,7 @@ class Appliance:
         self.relay: RtmpServer | None = None
         self.recorder: Recorder | None = None
         self.capture: CaptureService | None = None
+        self.webrtc: Any = None  # the WhepService when the webrtc extra is installed
         self.cloud: CloudClient | None = None
         # Static pushes ([[push.targets]]), children of `egress` named push:NAME.
         self.pushes: dict[str, tuple[PushTarget, RtmpPush]] = {}
@@ -121,6 +123,7 @@ class Appliance:
                 build=lambda cfg: self.egress.as_child(shutdown_s=cfg.supervisor.shutdown_s),
             ),
             ChildDef(name="cloud", sections=frozenset({"cloud"}), build=self._cloud_spec),
+            ChildDef(name="webrtc", sections=frozenset({"webrtc", "capture"}), build=self._webrtc_spec),
             ChildDef(name="watchdog", sections=frozenset(), build=self._watchdog_spec),
         ]
         self.root = Supervisor(
@@ -184,6 +187,42 @@ class Appliance:
         if self.relay is not None:  # a reload changed [capture]: the relay keeps its clients
             self.relay.reserved = self._reserved_streams(cfg)
         return ChildSpec(name="capture", factory=service.run, shutdown_s=cfg.supervisor.shutdown_s)
+
+    def _webrtc_spec(self, cfg: Config) -> ChildSpec:
+        # Not critical. Without the extra (or with webrtc.enabled = false) the child idles and says why,
+        # and /whep answers 503 with that reason; everything else runs.
+        from appliance.media.webrtc import missing_extra
+
+        why = missing_extra() if cfg.webrtc.enabled else "disabled: webrtc.enabled = false"
+
+        async def run_disabled(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            async def refuse(request: Request) -> Response:
+                return problem(503, "Service Unavailable", str(why))
+
+            self.routes.add_route("/whep/{path:path}", refuse, methods=["POST"], owner="webrtc")
+            log.info("webrtc.off reason=%s", quote(str(why)))
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self.routes.remove_owner("webrtc")
+
+        if why is not None:
+            self.webrtc = None
+            return ChildSpec(name="webrtc", factory=run_disabled, shutdown_s=cfg.supervisor.shutdown_s)
+        from appliance.media.webrtc.whep import WhepService
+
+        capture = self.capture
+        service = WhepService(
+            self.buses,
+            self.routes,
+            camera=cfg.capture.stream,
+            ice_addresses=cfg.webrtc.ice_addresses,
+            max_viewers=cfg.webrtc.max_viewers,
+            request_keyframe=(lambda: capture.request_keyframe()) if capture is not None else None,
+        )
+        self.webrtc = service
+        return ChildSpec(name="webrtc", factory=service.run, shutdown_s=cfg.supervisor.shutdown_s)
 
     def _cloud_spec(self, cfg: Config) -> ChildSpec:
         # Not critical: a controller that can't be reached must not take the device down. Its streams

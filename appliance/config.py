@@ -564,6 +564,26 @@ class CloudConfig:
     )
 
 
+def parse_ip_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise _Invalid('want a list of IP addresses, like ["127.0.0.1"] (empty: every interface)')
+    for x in value:
+        try:
+            ipaddress.ip_address(x)
+        except ValueError:
+            raise _Invalid(f"{x!r} is not an IP address") from None
+    return tuple(value)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebrtcConfig:
+    enabled: bool = setting("enabled", parse_bool, True, "WHEP viewers (needs the webrtc extra)")
+    ice_addresses: tuple[str, ...] = setting(
+        "ice_addresses", parse_ip_list, (), "host candidate addresses; empty: every interface"
+    )
+    max_viewers: int = setting("max_viewers", integer(1, 1000), 50, "further WHEP offers get 503")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StateConfig:
     dir: Path | None = setting(
@@ -614,6 +634,7 @@ class Config:
     record: RecordConfig = section(RecordConfig)
     push: PushConfig = section(PushConfig)
     cloud: CloudConfig = section(CloudConfig)
+    webrtc: WebrtcConfig = section(WebrtcConfig)
     state: StateConfig = section(StateConfig)
     log: LogConfig = section(LogConfig)
     supervisor: SupervisorConfig = section(SupervisorConfig)

@@ -112,6 +112,7 @@ _OPEN_PATHS = frozenset({"/api/health", "/api/login", "/api/session", "/api/logo
 _OPEN_PREFIXES = ("/static/", "/watch/")  # page shells: no data in them
 # Non-GET endpoints that check credentials themselves.
 _SELF_CHECKED = frozenset({"/api/login", "/api/logout"})
+_VIEWER_PREFIXES = ("/whep/",)  # non-GET requests that only watch
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -478,6 +479,9 @@ def decide(
         return read_decision(path=path, public=public, principal=principal, bad_credentials=bad_credentials)
     if path in _SELF_CHECKED:
         return ALLOW
+    if path.startswith(_VIEWER_PREFIXES):
+        # Watching is reading: a WHEP offer (POST) or hang-up (DELETE) needs what a read needs.
+        return read_decision(path=path, public=public, principal=principal, bad_credentials=bad_credentials)
     return action_decision(
         password_set=password_set, principal=principal, bad_credentials=bad_credentials, csrf_valid=csrf_valid
     )

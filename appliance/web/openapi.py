@@ -248,6 +248,21 @@ def _schemas() -> dict[str, Schema]:
     }
 
 
+_WHEP_OFFER: Schema = {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}
+_WHEP_RESPONSES: dict[str, Schema] = {
+    "201": {
+        "description": "the SDP answer; Location is the session's URL (DELETE it to hang up)",
+        "content": {"application/sdp": {"schema": {"type": "string"}}},
+        "headers": {"Location": {"schema": {"type": "string"}}},
+    },
+    "400": _problem("not an offer this server can answer"),
+    "404": _problem("no live stream with video"),
+    "415": _problem("not application/sdp"),
+    "422": _problem("the stream's codec cannot go to WebRTC as it is"),
+    "503": _problem('"disabled: extra not installed", or webrtc.max_viewers reached'),
+}
+
+
 def _paths() -> dict[str, Schema]:
     def read(summary: str, responses: dict[str, Schema], **more: Any) -> Schema:
         return {
@@ -415,6 +430,27 @@ def _paths() -> dict[str, Schema]:
                 "security": [{}],
                 "responses": {"200": {"description": "the file"}, "404": _problem("no such file")},
             },
+        },
+        "/whep/cam": {
+            "post": read(
+                "WHEP: watch the camera (an SDP offer in, the answer out; draft-ietf-wish-whep)",
+                _WHEP_RESPONSES,
+                requestBody=_WHEP_OFFER,
+            )
+        },
+        "/whep/{app}/{key}": {
+            "parameters": [
+                {"name": "app", "in": "path", "required": True, "schema": _STR},
+                {"name": "key", "in": "path", "required": True, "schema": _STR},
+            ],
+            "post": read("WHEP: watch a stream", _WHEP_RESPONSES, requestBody=_WHEP_OFFER),
+        },
+        "/whep/sessions/{id}": {
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STR}],
+            "delete": read(
+                "WHEP: hang up (the session's URL is its secret)",
+                {"200": {"description": "ended"}, "404": _problem("no such session")},
+            ),
         },
         "/watch/{stream}": {
             "parameters": [{"name": "stream", "in": "path", "required": True, "schema": _STR}],

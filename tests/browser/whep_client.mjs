@@ -32,7 +32,7 @@ window.start = async (stream) => {
   client.onAnswer = (answer) => loopbackOnly(answer);
   window.pc = pc;
   window.client = client;
-  await client.view(pc, "/whep/" + stream);
+  await client.view(pc, new URL("/whep/" + stream, location.href).href);
 };
 </script></body></html>`;
 

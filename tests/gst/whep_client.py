@@ -42,7 +42,8 @@ def main() -> int:
     agent = webrtc.get_property("ice-agent")
     agent.emit("add-local-ip-address", "127.0.0.1")
     for caps in (
-        "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000",
+        "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000,"
+        "packetization-mode=(string)1,profile-level-id=(string)42e01f",
         "application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000",
     ):
         webrtc.emit(
@@ -92,7 +93,10 @@ def main() -> int:
     def post_offer() -> bool:
         if webrtc.get_property("ice-gathering-state") != GstWebRTC.WebRTCICEGatheringState.COMPLETE:
             return True  # poll again
+        # DTLS client: webrtcbin's certificate is RSA, and as the DTLS server it finds no cipher in common
+        # with aiortc's ECDSA-only client hello; as the client it offers both, so the handshake works.
         offer = loopback_only(webrtc.get_property("local-description").sdp.as_text())
+        offer = offer.replace("a=setup:actpass", "a=setup:active")
         request = urllib.request.Request(url, data=offer.encode(), method="POST",
                                          headers={"Content-Type": "application/sdp"})  # fmt: skip
         try:

@@ -192,7 +192,9 @@ def probe(url: str) -> list[str]:
     return sorted(run.stdout.split())
 
 
-def camera_appliance(tmp_path: Path, extra: str = "", args: tuple[str, ...] = ()) -> ApplianceProcess:
+def camera_appliance(
+    tmp_path: Path, extra: str = "", args: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> ApplianceProcess:
     """The real appliance on loopback ports with a small synthetic camera (320x240, 15 fps) + `extra`
     (TOML sections after [capture]) + `args` (``--set`` overrides, e.g. for [web] keys)."""
     cfg = tmp_path / "appliance.toml"
@@ -212,7 +214,7 @@ fps = 15
 {extra}
 """
     )
-    return ApplianceProcess(cfg, args=args)
+    return ApplianceProcess(cfg, args=args, env=env)
 
 
 @contextmanager
