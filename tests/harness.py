@@ -141,9 +141,12 @@ class ApplianceProcess:
                 last = http_get(base + "/api/health", timeout=2)
             except OSError:
                 last = None
-            # 200 comes as soon as the critical children are up; wait for the rest to finish starting too.
+            # 200 comes as soon as the critical children are up (systemd's READY); wait for the rest to
+            # finish starting too, so a test reads a settled tree.
             if last and last[0] == 200 and not last[1].get("degraded"):
-                return last[1]
+                children = http_get(base + "/api/status", timeout=2)[1]["supervisor"]["children"]
+                if all(c["state"] != "starting" for c in children):
+                    return last[1]
             time.sleep(0.05)
         raise AssertionError(f"/api/health never became 200 (last: {last}):\n{self.log_text()}")
 
