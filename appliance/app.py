@@ -107,6 +107,7 @@ class Appliance:
         self.recorder: Recorder | None = None
         self.capture: CaptureService | None = None
         self.webrtc: Any = None  # the WhepService when the webrtc extra is installed
+        self.webrtc_off: str | None = None  # why WebRTC is off ("disabled: extra not installed")
         self.cloud: CloudClient | None = None
         # Static pushes ([[push.targets]]), children of `egress` named push:NAME.
         self.pushes: dict[str, tuple[PushTarget, RtmpPush]] = {}
@@ -199,7 +200,8 @@ class Appliance:
             async def refuse(request: Request) -> Response:
                 return problem(503, "Service Unavailable", str(why))
 
-            self.routes.add_route("/whep/{path:path}", refuse, methods=["POST"], owner="webrtc")
+            methods = ["POST", "PATCH", "DELETE", "OPTIONS"]
+            self.routes.add_route("/whep/{path:path}", refuse, methods=methods, owner="webrtc")
             log.info("webrtc.off reason=%s", quote(str(why)))
             try:
                 task_status.started()
@@ -207,19 +209,21 @@ class Appliance:
             finally:
                 self.routes.remove_owner("webrtc")
 
+        self.webrtc_off = why
         if why is not None:
             self.webrtc = None
             return ChildSpec(name="webrtc", factory=run_disabled, shutdown_s=cfg.supervisor.shutdown_s)
         from appliance.media.webrtc.whep import WhepService
 
-        capture = self.capture
         service = WhepService(
             self.buses,
             self.routes,
             camera=cfg.capture.stream,
-            ice_addresses=cfg.webrtc.ice_addresses,
-            max_viewers=cfg.webrtc.max_viewers,
-            request_keyframe=(lambda: capture.request_keyframe()) if capture is not None else None,
+            cfg=cfg.webrtc,
+            # The current config's (a reload of [rtmp] changes them without restarting webrtc).
+            play_secrets=lambda app: auth[app].play if app in (auth := self.cfg.rtmp.auth) else (),
+            # Looked up at each request: a reload may replace the capture service.
+            request_keyframe=lambda: self.capture.request_keyframe() if self.capture is not None else False,
         )
         self.webrtc = service
         return ChildSpec(name="webrtc", factory=service.run, shutdown_s=cfg.supervisor.shutdown_s)
@@ -272,6 +276,10 @@ class Appliance:
             if camera is not None and item["name"] == self.cfg.capture.stream and item["publisher"] is None:
                 item["bitrate_bps"] = camera.pop("bitrate_bps")
                 item["publisher"] = camera
+        viewers: dict[str, dict[str, object]] = self.webrtc.describe() if self.webrtc is not None else {}
+        for item in streams if viewers else ():
+            for sub in item["subscribers"]:  # type: ignore[attr-defined]
+                sub.update(viewers.get(str(sub["name"]), {}))
         return streams
 
     def _watchdog_spec(self, cfg: Config) -> ChildSpec:
@@ -318,6 +326,11 @@ class Appliance:
             "buses": [jsonable(b) for b in self.buses.snapshot()],
             "pushes": [push.describe() for _, push in self.pushes.values()],
             "cloud": self.cloud.describe() if self.cloud is not None else None,
+            "webrtc": (
+                self.webrtc.status()
+                if self.webrtc is not None
+                else {"state": "off", "reason": self.webrtc_off}
+            ),
         }
 
     # -- what the action endpoints call (web.actions.ActionTarget) -----------------------------

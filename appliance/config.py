@@ -575,11 +575,74 @@ def parse_ip_list(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IceServer:
+    """One STUN or TURN server for WebRTC (the RTCIceServer of the W3C API)."""
+
+    urls: tuple[str, ...]
+    username: str = ""
+    credential: str = ""  # a TURN password: never logged or shown
+
+
+_ICE_SERVER_KEYS = ("urls", "username", "credential")
+
+
+def parse_ice_servers(value: object) -> tuple[IceServer, ...]:
+    if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
+        raise _Invalid('want a list of tables like { urls = ["stun:stun.example.com:3478"] }')
+    out: list[IceServer] = []
+    for i, table in enumerate(value):
+        for key in table:
+            if key not in _ICE_SERVER_KEYS:
+                hint = _hint(str(key), _ICE_SERVER_KEYS)
+                raise _Invalid(f"[{i}].{key}: unknown key{hint}; known keys: {', '.join(_ICE_SERVER_KEYS)}")
+        urls = table.get("urls")
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+            raise _Invalid(f'[{i}].urls: want "stun:HOST:PORT" or "turn:HOST:PORT", or a list of them')
+        for u in urls:
+            if not u.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise _Invalid(f"[{i}].urls: {u!r} is not a stun:, stuns:, turn: or turns: URL")
+        username, credential = table.get("username", ""), table.get("credential", "")
+        if not isinstance(username, str) or not isinstance(credential, str):
+            raise _Invalid(f"[{i}]: want username and credential as strings")
+        if any(u.startswith("turn") for u in urls) and not (username and credential):
+            raise _Invalid(f"[{i}]: a TURN server needs username and credential")
+        out.append(IceServer(urls=tuple(urls), username=username, credential=credential))
+    return tuple(out)
+
+
+def parse_port_range(value: object) -> range | None:
+    if value == "":
+        return None
+    lo, sep, hi = str(value).partition("-") if isinstance(value, str) else ("", "", "")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+        raise _Invalid('want "FIRST-LAST", like "50000-50100" (empty: any port)')
+    first, last = int(lo), int(hi)
+    if not 1024 <= first <= last <= 65535:
+        raise _Invalid("want 1024 <= FIRST <= LAST <= 65535")
+    return range(first, last + 1)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WebrtcConfig:
     enabled: bool = setting("enabled", parse_bool, True, "WHEP viewers (needs the webrtc extra)")
     ice_addresses: tuple[str, ...] = setting(
         "ice_addresses", parse_ip_list, (), "host candidate addresses; empty: every interface"
+    )
+    ice_servers: tuple[IceServer, ...] = setting(
+        "ice_servers",
+        parse_ice_servers,
+        (),
+        'STUN/TURN servers: [{ urls = ["turn:HOST:3478"], username = "u", credential = "c" }]',
+        secret=True,
+    )
+    udp_ports: range | None = setting(
+        "udp_ports", parse_port_range, None, 'UDP ports for ICE, like "50000-50100" (default: any)'
+    )
+    transcode: bool = setting(
+        "transcode", parse_bool, True, "streams with B-frames: transcode once per stream (false: refuse)"
     )
     max_viewers: int = setting("max_viewers", integer(1, 1000), 50, "further WHEP offers get 503")
 
@@ -673,6 +736,12 @@ def _render(value: object, f: dataclasses.Field[Any]) -> object:
     if f.name.endswith("bytes") and isinstance(value, int):
         unit = next(u for u in ("TB", "GB", "MB", "KB", "B") if value % _SIZE_UNITS[u] == 0)
         return f"{value // _SIZE_UNITS[unit]}{unit}"
+    if f.name == "ice_servers" and isinstance(value, tuple):
+        # TURN credentials never leave the process.
+        return [{"urls": list(i.urls), "username": i.username, "credential": "<set>" if i.credential else ""}
+                for i in value]  # fmt: skip
+    if f.name == "udp_ports":
+        return f"{value.start}-{value.stop - 1}" if isinstance(value, range) else ""
     if f.name == "targets" and isinstance(value, tuple):
         # Stream keys never leave the process.
         return [

@@ -43,7 +43,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,8 @@ __all__ = [
     "hash_password",
     "read_access",
     "require_action",
+    "viewer_access",
+    "viewer_decision",
 ]
 
 log = logging.getLogger("appliance.web")
@@ -112,7 +114,9 @@ _OPEN_PATHS = frozenset({"/api/health", "/api/login", "/api/session", "/api/logo
 _OPEN_PREFIXES = ("/static/", "/watch/")  # page shells: no data in them
 # Non-GET endpoints that check credentials themselves.
 _SELF_CHECKED = frozenset({"/api/login", "/api/logout"})
-_VIEWER_PREFIXES = ("/whep/",)  # non-GET requests that only watch
+# WHEP (watching over WebRTC): the webrtc handlers check `viewer_access` themselves, since a play secret
+# (rtmp.auth's, as a bearer token) is a credential the middleware does not know.
+_VIEWER_PREFIXES = ("/whep/",)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -475,13 +479,12 @@ def decide(
     Returns:
         ALLOW, or the refusal.
     """
+    if path.startswith(_VIEWER_PREFIXES):
+        return ALLOW  # the handlers decide (`viewer_access`; a session's URL is its own secret)
     if method in _SAFE_METHODS:
         return read_decision(path=path, public=public, principal=principal, bad_credentials=bad_credentials)
     if path in _SELF_CHECKED:
         return ALLOW
-    if path.startswith(_VIEWER_PREFIXES):
-        # Watching is reading: a WHEP offer (POST) or hang-up (DELETE) needs what a read needs.
-        return read_decision(path=path, public=public, principal=principal, bad_credentials=bad_credentials)
     return action_decision(
         password_set=password_set, principal=principal, bad_credentials=bad_credentials, csrf_valid=csrf_valid
     )
@@ -493,6 +496,26 @@ def read_decision(
     if path in _OPEN_PATHS or path.startswith(_OPEN_PREFIXES) or public or principal is not None:
         return ALLOW
     return Decision(401, "Unauthorized", bad_credentials or "web.public is false: log in (POST /api/login) "
+                    "or send Authorization: Bearer TOKEN")  # fmt: skip
+
+
+def viewer_decision(
+    *, public: bool, principal: Principal | None, play_secrets: Sequence[str], presented: str | None
+) -> Decision:
+    """May this request watch a stream (a WHEP offer)? Like an RTMP play: with play secrets set for the
+    stream's app, one of them must be presented (``Authorization: Bearer SECRET``); without, watching is
+    reading (``web.public``). A logged-in session or an API token may always watch (the status page's
+    previews)."""
+    if principal is not None:
+        return ALLOW
+    if play_secrets:
+        if presented is not None and any(hmac.compare_digest(presented, s) for s in play_secrets):
+            return ALLOW
+        what = "a wrong play secret" if presented else "no play secret"
+        return Decision(401, "Unauthorized", f"{what}: send Authorization: Bearer SECRET (rtmp.auth play)")
+    if public:
+        return ALLOW
+    return Decision(401, "Unauthorized", "web.public is false: log in (POST /api/login) "
                     "or send Authorization: Bearer TOKEN")  # fmt: skip
 
 
@@ -739,6 +762,20 @@ def read_access(request: Request) -> Response | None:
     that want to say so explicitly, or that serve data under a path the middleware treats as open.)
     """
     return _security(request).check(request, action=False)
+
+
+def viewer_access(request: Request, play_secrets: Sequence[str]) -> Response | None:
+    """For WHEP offers: None when ``request`` may watch, else the 401 problem (see `viewer_decision`)."""
+    security = _security(request)
+    principal, _bad = security.identify(request)
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    secret = presented.strip() if scheme.lower() == "bearer" and presented.strip() else None
+    d = viewer_decision(
+        public=security.cfg.public, principal=principal, play_secrets=play_secrets, presented=secret
+    )
+    if d.allowed:
+        return None
+    return _problem(d.status, d.title, d.detail, {"WWW-Authenticate": 'Bearer realm="appliance"'})
 
 
 def require_action(request: Request) -> Response | None:

@@ -251,19 +251,39 @@ def _schemas() -> dict[str, Schema]:
 _WHEP_OFFER: Schema = {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}
 _WHEP_RESPONSES: dict[str, Schema] = {
     "201": {
-        "description": "the SDP answer; Location is the session's URL (DELETE it to hang up)",
+        "description": "the SDP answer; Location is the session's URL, /whep/sessions/ID/SECRET (PATCH it "
+        "with trickle ICE, DELETE it to hang up: the URL is the session's credential)",
         "content": {"application/sdp": {"schema": {"type": "string"}}},
-        "headers": {"Location": {"schema": {"type": "string"}}},
+        "headers": {"Location": {"schema": {"type": "string"}}, "ETag": {"schema": {"type": "string"}}},
     },
     "400": _problem("not an offer this server can answer"),
     "404": _problem("no live stream with video"),
     "415": _problem("not application/sdp"),
-    "422": _problem("the stream's codec cannot go to WebRTC as it is"),
+    "422": _problem("the stream's codec cannot go to WebRTC as it is (not H.264, or B-frames)"),
     "503": _problem('"disabled: extra not installed", or webrtc.max_viewers reached'),
 }
 
 
+_WHEP_OPTIONS: Schema = {
+    "summary": "WHEP: what the endpoint accepts (Accept-Post / Accept-Patch); no CORS for other origins",
+    "security": [{}],
+    "responses": {"204": {"description": "the Allow and Accept-* headers"}, "503": _problem("disabled")},
+}
+
+
 def _paths() -> dict[str, Schema]:
+    def watch(summary: str, responses: dict[str, Schema], **more: Any) -> Schema:
+        # Like an RTMP play: with play secrets in rtmp.auth for the app, one of them as the bearer token
+        # (or a session / API token); without, what a read needs.
+        return {
+            "summary": summary,
+            "description": "With rtmp.auth play secrets for the stream's app, send one as "
+            "Authorization: Bearer SECRET (a session or an API token also works).",
+            "security": _READ_SECURITY,
+            "responses": {**responses, "401": _UNAUTHORIZED},
+            **more,
+        }
+
     def read(summary: str, responses: dict[str, Schema], **more: Any) -> Schema:
         return {
             "summary": summary,
@@ -432,25 +452,53 @@ def _paths() -> dict[str, Schema]:
             },
         },
         "/whep/cam": {
-            "post": read(
+            "post": watch(
                 "WHEP: watch the camera (an SDP offer in, the answer out; draft-ietf-wish-whep)",
                 _WHEP_RESPONSES,
                 requestBody=_WHEP_OFFER,
-            )
+            ),
+            "options": _WHEP_OPTIONS,
         },
         "/whep/{app}/{key}": {
             "parameters": [
                 {"name": "app", "in": "path", "required": True, "schema": _STR},
                 {"name": "key", "in": "path", "required": True, "schema": _STR},
             ],
-            "post": read("WHEP: watch a stream", _WHEP_RESPONSES, requestBody=_WHEP_OFFER),
+            "post": watch("WHEP: watch a stream", _WHEP_RESPONSES, requestBody=_WHEP_OFFER),
+            "options": _WHEP_OPTIONS,
         },
-        "/whep/sessions/{id}": {
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STR}],
-            "delete": read(
-                "WHEP: hang up (the session's URL is its secret)",
-                {"200": {"description": "ended"}, "404": _problem("no such session")},
-            ),
+        "/whep/sessions/{id}/{secret}": {
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": _STR},
+                {"name": "secret", "in": "path", "required": True, "schema": _STR},
+            ],
+            "patch": {
+                "summary": "WHEP: trickle ICE (RFC 8840): the viewer's candidates",
+                "security": [{}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}},
+                },
+                "responses": {
+                    "204": {"description": "applied"},
+                    "400": _problem("not a trickle-ice-sdpfrag"),
+                    "404": _problem("no such session"),
+                    "412": _problem("If-Match is not the session's ETag"),
+                    "415": _problem("not application/trickle-ice-sdpfrag"),
+                    "422": _problem("an ICE restart (not supported: start a new session)"),
+                    "503": _problem('"disabled: extra not installed"'),
+                },
+            },
+            "delete": {
+                "summary": "WHEP: hang up (the session's URL is its credential)",
+                "security": [{}],
+                "responses": {
+                    "200": {"description": "ended"},
+                    "404": _problem("no such session"),
+                    "503": _problem('"disabled: extra not installed"'),
+                },
+            },
+            "options": _WHEP_OPTIONS,
         },
         "/watch/{stream}": {
             "parameters": [{"name": "stream", "in": "path", "required": True, "schema": _STR}],

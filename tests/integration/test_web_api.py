@@ -30,7 +30,7 @@ TOKEN = "automation-token-0123456789"
 FAST_HASH = {"n": 1024, "r": 8, "p": 1}
 
 
-@schemathesis.serializer("application/sdp")
+@schemathesis.serializer("application/sdp", "application/trickle-ice-sdpfrag")
 def _sdp(ctx: schemathesis.SerializationContext, value: object) -> bytes:
     # WHEP offers are SDP text; whatever the fuzzer made of the string schema goes as it is.
     return value.encode() if isinstance(value, str) else str(value).encode()
@@ -164,6 +164,7 @@ def test_schemathesis_finds_no_server_error(camera: tuple[ApplianceProcess, str]
         "file": "live/cam/none.flv",
         "stream": "cam",
         "id": "no-such-session",
+        "secret": "not-its-secret",
     }
 
     def documented(op: schemathesis.APIOperation) -> set[int]:

@@ -1,117 +1,140 @@
 """WHEP viewers (draft-ietf-wish-whep): one RTCPeerConnection per viewer, each fed from the stream's Bus
 by its own subscription, H.264 passed through (no decode, no re-encode).
 
-Trio side (`WhepService`): the HTTP handlers and, per viewer, a pump task that reads its Bus subscription
-and posts Annex-B access units to the viewer's track on the asyncio thread. A slow viewer's subscription
-drops to the next keyframe (the Bus's bounded queue); it never slows the camera or other viewers.
-Asyncio side: aiortc. Its sender packs pre-encoded `av.Packet`s as they are (`H264Encoder.pack`).
+Theory of operation
+-------------------
+``POST /whep/{app}/{key}`` (``/whep/cam``: the camera) with an SDP offer: the stream must be on the Bus
+registry with H.264 video and no B-frames. aiortc (on the loop thread, `loop.py`) answers with the
+stream's profile only; the answer comes back ``201`` with ``Location: /whep/sessions/{id}/{secret}`` (the
+URL is the session's credential: ``PATCH`` trickle ICE and ``DELETE`` need it, nothing else) and an ETag.
+
+Per viewer, a trio pump task reads the viewer's own Bus subscription (bounded: a slow viewer drops to the
+next keyframe and never slows the camera or other viewers; it starts at once from the GOP cache) and
+posts ``av.Packet``s to its track. The ``av.Packet``s (Annex-B, parameter sets before keyframes) are made
+once per Bus packet by the stream's `_VideoCache` and shared by all viewers. AAC is transcoded to Opus once
+per stream while it has viewers (`OpusFeed`, on the loop thread, fed by one Bus subscription).
+
+PLI/FIR from any viewer of the camera asks the encoder for a keyframe, at most once per
+`KEYFRAME_INTERVAL_S` for all viewers; other streams' viewers are served the GOP cache as they join.
+A viewer ends on DELETE, when its connection fails or closes, when it does not connect within
+`CONNECT_TIMEOUT_S`, or when the Bus cuts its subscription off.
 """
 
 from __future__ import annotations
 
-import asyncio
+import hmac
 import logging
 import secrets
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-import aioice.ice
 import av
 import trio
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCIceServer
 from starlette.requests import Request
 from starlette.responses import Response
 
 from appliance.bus import BusRegistry, SubscriberCutOffError
+from appliance.config import WebrtcConfig
 from appliance.media.bus_events import ConfigChanged, PacketReceived
-from appliance.media.h264 import parse_avc_config
-from appliance.media.packets import Codec, Kind
-from appliance.media.webrtc.annexb import avcc_to_annexb, profile_level_id
+from appliance.media.h264 import parse_avc_config, parse_h264_sps
+from appliance.media.packets import Codec, Kind, Packet
 from appliance.media.webrtc.loop import AsyncioThread
-from appliance.media.webrtc.opus import OPUS_RATE, OpusTranscoder
+from appliance.media.webrtc.negotiation import (
+    SdpFragmentError,
+    etag,
+    has_b_frames,
+    keyframe_prefix,
+    parse_sdpfrag,
+    profile_level_id,
+)
+from appliance.media.webrtc.tracks import (
+    AvPacket,
+    OpusFeed,
+    OpusTrack,
+    PassthroughTrack,
+    add_candidates,
+    answer,
+    restrict_host_addresses,
+    stats,
+)
+from appliance.media.webrtc.transcode import StreamTranscoder, transcoded_name
 from appliance.web.app import problem
+from appliance.web.auth import viewer_access
 from appliance.web.routes import RouteRegistry
 
-__all__ = ["WhepService"]
+__all__ = ["CONNECT_TIMEOUT_S", "KEYFRAME_INTERVAL_S", "WhepService"]
 
 log = logging.getLogger("appliance.webrtc")
 
-_TRACK_QUEUE = 64  # access units waiting on the asyncio side; when full, the viewer waits for a keyframe
+KEYFRAME_INTERVAL_S = 1.0
+CONNECT_TIMEOUT_S = 30.0
+_STATS_EVERY_S = 2.0
 _MAX_OFFER = 64 * 1024
+_SUB_QUEUE = 256
+_SDP = "application/sdp"
+_SDPFRAG = "application/trickle-ice-sdpfrag"
+_TRANSCODED_PROFILE = (
+    "42e01f"  # what the transcode makes: constrained baseline (level 3.1; asymmetry allowed)
+)
 
 
-class _PassthroughTrack(MediaStreamTrack):
-    """A video track whose frames are already encoded: `recv` hands aiortc Annex-B access units."""
+class _VideoCache:
+    """A stream's ``av.Packet``s, made once per Bus packet and shared by its viewers (the newest few)."""
 
-    kind = "video"
+    def __init__(self, size: int = 64) -> None:
+        self._items: OrderedDict[int, tuple[Packet, bytes, AvPacket]] = OrderedDict()
+        self._size = size
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue(_TRACK_QUEUE)
-        self._need_key = True
-
-    def push(self, data: bytes, pts_90k: int, keyframe: bool) -> None:
-        """On the loop thread: queue one access unit, dropping to the next keyframe when full."""
-        if self._need_key and not keyframe:
-            return
-        if self._queue.full():
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._need_key = True
-            return
-        self._need_key = False
-        self._queue.put_nowait((data, pts_90k))
-
-    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
-        data, pts = await self._queue.get()
-        packet = av.Packet(data)
-        packet.pts = pts
-        packet.time_base = Fraction(1, 90000)
-        return packet
-
-
-class _OpusTrack(MediaStreamTrack):
-    """An audio track of Opus packets encoded once per stream (`OpusTranscoder`), shared by its viewers."""
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue(_TRACK_QUEUE)
-
-    def push(self, data: bytes, pts_48k: int) -> None:
-        """On the loop thread: queue one packet; a viewer too slow to take it loses it (audio never waits)."""
-        if not self._queue.full():
-            self._queue.put_nowait((data, pts_48k))
-
-    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
-        data, pts = await self._queue.get()
-        packet = av.Packet(data)
-        packet.pts = pts
-        packet.time_base = Fraction(1, OPUS_RATE)
-        return packet
+    def get(self, packet: Packet, prefix: bytes) -> AvPacket:
+        hit = self._items.get(id(packet))
+        if hit is not None and hit[0] is packet and hit[1] is prefix:
+            return hit[2]
+        data = prefix + packet.annexb() if packet.keyframe else packet.annexb()
+        out = av.Packet(data)
+        out.pts = packet.pts_ms * 90
+        out.time_base = Fraction(1, 90000)
+        self._items[id(packet)] = (packet, prefix, out)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return out
 
 
 @dataclass
 class _Viewer:
     id: str
+    secret: str
     stream: str
+    bus: str  # the Bus it reads: the stream's, or its transcode's
     pc: Any
-    track: _PassthroughTrack
-    audio: _OpusTrack | None
+    track: PassthroughTrack
+    audio: OpusTrack | None
+    ufrag: str
+    created: float
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    packets: int = 0
+    state: str = "new"
+    keyframe_requests: int = 0
+    figures: dict[str, Any] = field(default_factory=dict)
+    bitrate_bps: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"webrtc:{self.id}"
 
 
 @dataclass
-class _AudioFeed:
-    """One stream's AAC -> Opus transcode, running while the stream has WebRTC viewers."""
+class _Stream:
+    """What a stream's viewers share: the av.Packet cache and the Opus feed."""
 
+    cache: _VideoCache = field(default_factory=_VideoCache)
     viewers: set[str] = field(default_factory=set)
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    packets: int = 0
+    opus: OpusFeed | None = None
+    opus_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    transcoder: StreamTranscoder | None = None
+    transcode_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 class WhepService:
@@ -121,9 +144,10 @@ class WhepService:
         buses: The Bus registry.
         routes: Where the endpoints are registered (removed again when the child stops).
         camera: The camera's stream name (``/whep/cam``).
-        ice_addresses: Host candidate addresses; empty: every interface.
-        max_viewers: Further offers get 503.
-        request_keyframe: Asks the camera's encoder for a keyframe (a new viewer of the camera).
+        cfg: The [webrtc] section.
+        play_secrets: The play secrets of an RTMP app (rtmp.auth); a WHEP viewer presents one as a bearer
+            token when there are any.
+        request_keyframe: Asks the camera's encoder for a keyframe (PLI/FIR from a camera viewer).
     """
 
     def __init__(
@@ -132,47 +156,78 @@ class WhepService:
         routes: RouteRegistry,
         *,
         camera: str,
-        ice_addresses: tuple[str, ...] = (),
-        max_viewers: int = 50,
+        cfg: WebrtcConfig,
+        play_secrets: Callable[[str], Sequence[str]] = lambda app: (),
         request_keyframe: Callable[[], object] | None = None,
     ) -> None:
         self.buses = buses
         self.routes = routes
         self.camera = camera
-        self.ice_addresses = ice_addresses
-        self.max_viewers = max_viewers
+        self.cfg = cfg
+        self.play_secrets = play_secrets
         self.request_keyframe = request_keyframe
         self.viewers: dict[str, _Viewer] = {}
-        self._audio: dict[str, _AudioFeed] = {}
+        self.keyframes_requested = 0
+        self._streams: dict[str, _Stream] = {}
+        self._last_keyframe = float("-inf")
         self._loop: AsyncioThread | None = None
         self._nursery: trio.Nursery | None = None
+        self._ice_servers = [
+            RTCIceServer(urls=list(s.urls), username=s.username or None, credential=s.credential or None)
+            for s in cfg.ice_servers
+        ]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        if self.ice_addresses:
-            addresses = list(self.ice_addresses)
-            aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: addresses
-        loop = self._loop = AsyncioThread()
+        """The child: serve the endpoints until cancelled, then hang up on every viewer."""
+        restrict_host_addresses(self.cfg.ice_addresses)
+        loop = self._loop = AsyncioThread(udp_ports=self.cfg.udp_ports)
         loop.start()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self.routes.add_route("/whep/cam", self._post_cam, methods=["POST"], owner="webrtc")
-                self.routes.add_route("/whep/sessions/{id}", self._delete, methods=["DELETE"], owner="webrtc")
-                self.routes.add_route("/whep/{app}/{key}", self._post, methods=["POST"], owner="webrtc")
+                add = self.routes.add_route
+                add("/whep/sessions/{id}/{secret}", self._session, methods=["PATCH", "DELETE", "OPTIONS"],
+                    owner="webrtc")  # fmt: skip
+                add("/whep/cam", self._post_cam, methods=["POST", "OPTIONS"], owner="webrtc")
+                add("/whep/{app}/{key}", self._post, methods=["POST", "OPTIONS"], owner="webrtc")
+                nursery.start_soon(self._watch)
+                log.info("webrtc.on ice_addresses=%s", ",".join(self.cfg.ice_addresses) or "all")
                 task_status.started()
                 await trio.sleep_forever()
         finally:
             self.routes.remove_owner("webrtc")
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 for viewer in list(self.viewers.values()):
-                    await self._close(viewer)
+                    await self._close(viewer, "stopping")
             loop.stop()
 
-    def describe(self) -> list[dict[str, object]]:
-        return [
-            {"id": v.id, "stream": v.stream, "state": v.pc.connectionState, "packets": v.packets}
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Each viewer's figures by its Bus subscriber name (``webrtc:ID``), for ``GET /api/streams``."""
+        return {
+            v.label: {
+                "session": v.id,
+                "state": v.state,
+                "bitrate_bps": v.bitrate_bps,
+                "packets_lost": int(v.figures.get("packets_lost", 0)),
+                "rtt_ms": round(v.figures["rtt_s"] * 1000) if v.figures.get("rtt_s", -1) >= 0 else None,
+                "keyframe_requests": v.keyframe_requests,
+                "dropped_on_send": v.track.dropped,
+                "candidate_pair": v.figures.get("pair"),
+            }
             for v in self.viewers.values()
-        ]
+        }
+
+    def status(self) -> dict[str, object]:
+        """For ``/api/status``."""
+        return {
+            "state": "running",
+            "viewers": len(self.viewers),
+            "max_viewers": self.cfg.max_viewers,
+            "streams": sorted(self._streams),
+            "keyframes_requested": self.keyframes_requested,
+        }
+
+    # -- HTTP ---------------------------------------------------------------------------------------
 
     async def _post_cam(self, request: Request) -> Response:
         return await self._offer(request, self.camera)
@@ -181,7 +236,13 @@ class WhepService:
         return await self._offer(request, f"{request.path_params['app']}/{request.path_params['key']}")
 
     async def _offer(self, request: Request, stream: str) -> Response:
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
+        if request.method == "OPTIONS":
+            # CORS preflight and discovery; no Access-Control-Allow-Origin: other sites get nothing.
+            return Response(status_code=204, headers={"Accept-Post": _SDP, "Allow": "POST, OPTIONS"})
+        refusal = viewer_access(request, self.play_secrets(stream.partition("/")[0]))
+        if refusal is not None:
+            return refusal
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != _SDP:
             return problem(415, "Unsupported Media Type", "want an SDP offer as application/sdp")
         offer = (await request.body())[: _MAX_OFFER + 1]
         if len(offer) > _MAX_OFFER or not offer.strip():
@@ -194,132 +255,250 @@ class WhepService:
             return problem(
                 422, "Unprocessable Content", f"{stream} is {config.codec.value}; WHEP serves H.264"
             )
-        if len(self.viewers) >= self.max_viewers:
-            return problem(503, "Service Unavailable", f"webrtc.max_viewers ({self.max_viewers}) reached")
-        profile = profile_level_id(parse_avc_config(config.data).sps[0])
-        assert self._loop is not None and self._nursery is not None
-        track = _PassthroughTrack()
-        audio_config = bus.configs.get(Kind.AUDIO)
-        audio = _OpusTrack() if audio_config is not None and audio_config.codec is Codec.AAC else None
         try:
-            pc, answer = await self._loop.run(
-                _answer(offer.decode("utf-8", "replace"), track, audio, profile)
+            avc = parse_avc_config(config.data)
+            sps = avc.sps[0]
+            plid = profile_level_id(sps)
+            parsed = parse_h264_sps(sps)
+        except (ValueError, IndexError) as e:
+            return problem(422, "Unprocessable Content", f"{stream}: its H.264 config does not parse: {e}")
+        transcode = has_b_frames(parsed, (p for p in bus.gop if p.kind is Kind.VIDEO))
+        if transcode and not self.cfg.transcode:
+            return problem(
+                422,
+                "Unprocessable Content",
+                f"{stream} has B-frames, which WebRTC cannot carry, and webrtc.transcode is false: publish "
+                "without B-frames (x264: bframes=0; OBS: profile baseline) or set webrtc.transcode = true",
+            )
+        if transcode:
+            plid = _TRANSCODED_PROFILE
+        if len(self.viewers) >= self.cfg.max_viewers:
+            return problem(503, "Service Unavailable", f"webrtc.max_viewers ({self.cfg.max_viewers}) reached")
+        assert self._loop is not None and self._nursery is not None
+        loop = self._loop
+        audio_config = bus.configs.get(Kind.AUDIO)
+        audio = OpusTrack() if audio_config is not None and audio_config.codec is Codec.AAC else None
+        track = PassthroughTrack()
+        viewer_id = secrets.token_hex(6)
+
+        def on_keyframe_request() -> None:  # on the loop thread
+            loop.to_trio(self._on_keyframe_request, viewer_id)
+
+        def on_state(state: str) -> None:  # on the loop thread
+            loop.to_trio(self._on_state, viewer_id, state)
+
+        try:
+            pc, sdp, ufrag = await loop.run(
+                answer(
+                    offer.decode("utf-8", "replace"),
+                    track,
+                    audio,
+                    plid,
+                    self._ice_servers,
+                    on_keyframe_request,
+                    on_state,
+                )
             )
         except Exception as e:  # aiortc's errors have no common base; any of them means this offer
             return problem(400, "Bad Request", f"cannot answer this offer: {e}")
-        viewer = _Viewer(id=secrets.token_urlsafe(12), stream=stream, pc=pc, track=track, audio=audio)
+        viewer = _Viewer(
+            id=viewer_id,
+            secret=secrets.token_urlsafe(18),
+            stream=stream,
+            bus=transcoded_name(stream) if transcode else stream,
+            pc=pc,
+            track=track,
+            audio=audio,
+            ufrag=ufrag,
+            created=trio.current_time(),
+        )
         self.viewers[viewer.id] = viewer
-        self._nursery.start_soon(self._pump, viewer)
+        shared = self._streams.get(stream)
+        if shared is None:
+            shared = self._streams[stream] = _Stream()
+        shared.viewers.add(viewer.id)
+        if transcode and shared.transcoder is None:
+            transcoder = shared.transcoder = StreamTranscoder(self.buses, stream)
+            self._nursery.start_soon(self._transcode, transcoder, shared.transcode_scope)
+        self._nursery.start_soon(self._pump, viewer, shared)
         if audio is not None:
-            feed = self._audio.get(stream)
-            if feed is None:
-                feed = self._audio[stream] = _AudioFeed()
-                self._nursery.start_soon(self._audio_pump, stream, feed)
-            feed.viewers.add(viewer.id)
-        if stream == self.camera and self.request_keyframe is not None:
-            self.request_keyframe()
+            if shared.opus is None:
+                feed = shared.opus = OpusFeed()
+                self._nursery.start_soon(self._audio_pump, stream, shared, feed)
+            loop.post(shared.opus.tracks.add, audio)
         log.info("webrtc.viewer_added stream=%s viewer=%s viewers=%d", stream, viewer.id, len(self.viewers))
         return Response(
-            answer,
+            sdp,
             status_code=201,
-            media_type="application/sdp",
-            headers={"Location": f"/whep/sessions/{viewer.id}"},
+            media_type=_SDP,
+            headers={
+                "Location": f"/whep/sessions/{viewer.id}/{viewer.secret}",
+                "ETag": etag(viewer.id, viewer.ufrag),
+            },
         )
 
-    async def _delete(self, request: Request) -> Response:
+    async def _session(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(
+                status_code=204, headers={"Accept-Patch": _SDPFRAG, "Allow": "PATCH, DELETE, OPTIONS"}
+            )
         viewer = self.viewers.get(request.path_params["id"])
-        if viewer is None:
+        if viewer is None or not hmac.compare_digest(viewer.secret, request.path_params["secret"]):
             return problem(404, "Not Found", "no such session")
-        viewer.scope.cancel()
-        await self._close(viewer)
-        return Response(status_code=200)
+        if request.method == "DELETE":
+            await self._close(viewer, "deleted")
+            return Response(status_code=200)
+        # PATCH: trickle ICE (RFC 8840). aiortc gathered every local candidate before answering, so
+        # there is nothing to send back; the viewer's candidates are applied.
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != _SDPFRAG:
+            return problem(415, "Unsupported Media Type", f"want {_SDPFRAG}")
+        tag = etag(viewer.id, viewer.ufrag)
+        match = request.headers.get("if-match")
+        if match is not None and match.strip() not in ("*", tag):
+            return problem(412, "Precondition Failed", "If-Match is not this session's ETag")
+        try:
+            fragment = parse_sdpfrag((await request.body())[:_MAX_OFFER].decode("utf-8", "replace"))
+        except SdpFragmentError as e:
+            return problem(400, "Bad Request", f"not a trickle-ice-sdpfrag: {e}")
+        remote_ufrag = _remote_ufrag(viewer.pc)
+        if fragment.ufrag is not None and remote_ufrag is not None and fragment.ufrag != remote_ufrag:
+            return problem(
+                422, "Unprocessable Content", "ICE restarts are not supported: start a new session"
+            )
+        assert self._loop is not None
+        taken = await self._loop.run(add_candidates(viewer.pc, fragment.candidates))
+        log.info(
+            "webrtc.trickle viewer=%s candidates=%d taken=%d", viewer.id, len(fragment.candidates), taken
+        )
+        return Response(status_code=204, headers={"ETag": tag})
 
-    async def _close(self, viewer: _Viewer) -> None:
+    # -- viewers ------------------------------------------------------------------------------------
+
+    def _on_keyframe_request(self, viewer_id: str) -> None:
+        viewer = self.viewers.get(viewer_id)
+        if viewer is None:
+            return
+        viewer.keyframe_requests += 1
+        now = trio.current_time()
+        shared = self._streams.get(viewer.stream)
+        transcoder = shared.transcoder if shared is not None else None
+        if transcoder is not None:
+            transcoder.request_keyframe()  # our own encoder: it rate-limits
+        elif viewer.stream != self.camera or self.request_keyframe is None:
+            return  # passthrough from a publisher: the GOP cache serves joiners, nothing to ask
+        elif now - self._last_keyframe >= KEYFRAME_INTERVAL_S:
+            self._last_keyframe = now
+            self.keyframes_requested += 1
+            self.request_keyframe()
+
+    def _on_state(self, viewer_id: str, state: str) -> None:
+        viewer = self.viewers.get(viewer_id)
+        if viewer is None:
+            return
+        viewer.state = state
+        log.info("webrtc.viewer_state viewer=%s state=%s", viewer.id, state)
+        if state in ("failed", "closed"):
+            viewer.scope.cancel()  # the pump ends and closes the viewer
+
+    async def _close(self, viewer: _Viewer, why: str) -> None:
         if self.viewers.pop(viewer.id, None) is None:
             return
         viewer.scope.cancel()
-        feed = self._audio.get(viewer.stream)
-        if feed is not None:
-            feed.viewers.discard(viewer.id)
-            if not feed.viewers:
-                feed.scope.cancel()
-                del self._audio[viewer.stream]
         assert self._loop is not None
-        await self._loop.run(viewer.pc.close(), limit_s=5)
-        log.info("webrtc.viewer_removed stream=%s viewer=%s", viewer.stream, viewer.id)
+        shared = self._streams.get(viewer.stream)
+        if shared is not None:
+            shared.viewers.discard(viewer.id)
+            if shared.opus is not None and viewer.audio is not None:
+                self._loop.post(shared.opus.tracks.discard, viewer.audio)
+            if not shared.viewers:
+                shared.opus_scope.cancel()
+                shared.transcode_scope.cancel()
+                del self._streams[viewer.stream]
+        with trio.move_on_after(5):
+            await self._loop.run(viewer.pc.close())
+        log.info("webrtc.viewer_removed stream=%s viewer=%s why=%s", viewer.stream, viewer.id, why)
 
-    async def _pump(self, viewer: _Viewer) -> None:
+    async def _pump(self, viewer: _Viewer, shared: _Stream) -> None:
+        """One viewer's Bus subscription -> its track."""
         assert self._loop is not None
-        loop = self._loop
-        parameter_sets: tuple[bytes, ...] = ()
+        post = self._loop.post
+        prefix = b""
+        why = "ended"
         with (
             viewer.scope,
-            self.buses.subscribe(viewer.stream, max_queue=256, label=f"webrtc:{viewer.id}") as sub,
+            self.buses.subscribe(viewer.bus, max_queue=_SUB_QUEUE, label=viewer.label) as sub,
         ):
             try:
                 while True:
                     event = await sub.receive()
                     if isinstance(event, ConfigChanged) and event.config.kind is Kind.VIDEO:
+                        if event.config.codec is not Codec.H264:
+                            why = f"codec changed to {event.config.codec.value}"
+                            break
                         avc = parse_avc_config(event.config.data)
-                        parameter_sets = (*avc.sps, *avc.pps)
+                        prefix = keyframe_prefix(avc.sps, avc.pps)
                     elif isinstance(event, PacketReceived) and event.packet.kind is Kind.VIDEO:
                         packet = event.packet
-                        data = avcc_to_annexb(packet.payload, parameter_sets if packet.keyframe else ())
-                        loop.post(viewer.track.push, data, packet.pts_ms * 90, packet.keyframe)
-                        viewer.packets += 1
-                    if viewer.pc.connectionState in ("failed", "closed"):
-                        break
-            except (SubscriberCutOffError, trio.EndOfChannel):
-                pass
+                        post(viewer.track.push, shared.cache.get(packet, prefix), packet.keyframe)
+            except SubscriberCutOffError:
+                why = "cut off (too far behind)"
+            except trio.EndOfChannel:
+                why = "stream closed"
         with trio.CancelScope(shield=True):
-            await self._close(viewer)
+            await self._close(viewer, why if viewer.state not in ("failed", "closed") else viewer.state)
 
-    async def _audio_pump(self, stream: str, feed: _AudioFeed) -> None:
-        """Transcode the stream's AAC to Opus once, for every viewer of it."""
+    async def _transcode(self, transcoder: StreamTranscoder, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                await transcoder.run()
+            except Exception:  # the transcode's viewers lose their picture; the stream and others don't
+                log.exception("webrtc.transcode_failed source=%s", transcoder.source)
+
+    async def _audio_pump(self, stream: str, shared: _Stream, feed: OpusFeed) -> None:
+        """The stream's AAC -> the loop thread's `OpusFeed` (transcoded there once for every viewer)."""
         assert self._loop is not None
-        loop = self._loop
-        transcoder: OpusTranscoder | None = None
-        with feed.scope, self.buses.subscribe(stream, max_queue=256, label="webrtc:opus") as sub:
+        post = self._loop.post
+        with (
+            shared.opus_scope,
+            self.buses.subscribe(stream, max_queue=_SUB_QUEUE, label="webrtc-opus:aac") as sub,
+        ):
             try:
                 while True:
                     event = await sub.receive()
                     if isinstance(event, ConfigChanged) and event.config.kind is Kind.AUDIO:
-                        transcoder = OpusTranscoder(event.config.data)
-                    elif isinstance(event, PacketReceived) and event.packet.kind is Kind.AUDIO and transcoder:
-                        for data, pts in transcoder.feed(event.packet.payload, event.packet.pts_ms):
-                            feed.packets += 1
-                            for viewer_id in feed.viewers:
-                                viewer = self.viewers.get(viewer_id)
-                                if viewer is not None and viewer.audio is not None:
-                                    loop.post(viewer.audio.push, data, pts)
+                        if event.config.codec is Codec.AAC:
+                            post(feed.configure, event.config.data)
+                    elif isinstance(event, PacketReceived) and event.packet.codec is Codec.AAC:
+                        post(feed.feed, event.packet.payload, event.packet.pts_ms)
             except (SubscriberCutOffError, trio.EndOfChannel):
                 pass
 
+    async def _watch(self) -> None:
+        """Every few seconds: each viewer's figures, and hang up on those that never connected."""
+        assert self._loop is not None
+        while True:
+            await trio.sleep(_STATS_EVERY_S)
+            now = trio.current_time()
+            for viewer in list(self.viewers.values()):
+                if viewer.state != "connected":
+                    if now - viewer.created > CONNECT_TIMEOUT_S:
+                        await self._close(viewer, "never connected")
+                    continue
+                with trio.move_on_after(_STATS_EVERY_S):
+                    figures = await self._loop.run(stats(viewer.pc))
+                    before = viewer.figures.get("bytes_sent", 0.0)
+                    at = viewer.figures.get("at", now)
+                    if now > at:
+                        viewer.bitrate_bps = int((figures["bytes_sent"] - before) * 8 / (now - at))
+                    figures["at"] = now
+                    viewer.figures = figures
 
-async def _answer(
-    offer: str, track: _PassthroughTrack, audio: _OpusTrack | None, profile: str
-) -> tuple[Any, str]:
-    """On the loop thread: a peer connection that sends `track` as H.264 `profile` only (and `audio` as
-    Opus)."""
-    pc = RTCPeerConnection()
-    if audio is not None:
-        sound = pc.addTransceiver(audio, direction="sendonly")
-        opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == "audio/opus"]
-        sound.setCodecPreferences(opus)
-    transceiver = pc.addTransceiver(track, direction="sendonly")
-    codecs = RTCRtpSender.getCapabilities("video").codecs
-    wanted = [
-        c
-        for c in codecs
-        if c.mimeType == "video/H264"
-        and c.parameters.get("packetization-mode") == "1"
-        and str(c.parameters.get("profile-level-id", "")).lower() == profile.lower()
-    ] or [c for c in codecs if c.mimeType == "video/H264" and c.parameters.get("packetization-mode") == "1"]
-    transceiver.setCodecPreferences([*wanted, *(c for c in codecs if c.mimeType == "video/rtx")])
-    try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
-    except Exception:
-        await pc.close()
-        raise
-    return pc, pc.localDescription.sdp
+
+def _remote_ufrag(pc: Any) -> str | None:
+    description = pc.remoteDescription
+    if description is None:
+        return None
+    for line in description.sdp.splitlines():
+        if line.startswith("a=ice-ufrag:"):
+            return str(line[12:].strip())
+    return None
