@@ -202,6 +202,7 @@ class Appliance:
 
             methods = ["POST", "PATCH", "DELETE", "OPTIONS"]
             self.routes.add_route("/whep/{path:path}", refuse, methods=methods, owner="webrtc")
+            self.routes.add_route("/whip/{path:path}", refuse, methods=methods, owner="webrtc")
             log.info("webrtc.off reason=%s", quote(str(why)))
             try:
                 task_status.started()
@@ -222,6 +223,9 @@ class Appliance:
             cfg=cfg.webrtc,
             # The current config's (a reload of [rtmp] changes them without restarting webrtc).
             play_secrets=lambda app: auth[app].play if app in (auth := self.cfg.rtmp.auth) else (),
+            publish_secrets=lambda app: auth[app].publish if app in (auth := self.cfg.rtmp.auth) else (),
+            apps=lambda: self.cfg.rtmp.apps,
+            reserved=lambda: self._reserved_streams(),
             # Looked up at each request: a reload may replace the capture service.
             request_keyframe=lambda: self.capture.request_keyframe() if self.capture is not None else False,
         )
@@ -276,6 +280,13 @@ class Appliance:
             if camera is not None and item["name"] == self.cfg.capture.stream and item["publisher"] is None:
                 item["bitrate_bps"] = camera.pop("bitrate_bps")
                 item["publisher"] = camera
+        ingest = self.webrtc.ingest if self.webrtc is not None else None
+        whip: dict[str, dict[str, object]] = ingest.describe() if ingest is not None else {}
+        for item in streams if whip else ():
+            publisher = whip.get(str(item["name"]))
+            if publisher is not None and item["publisher"] is None:
+                item["bitrate_bps"] = publisher.pop("bitrate_bps")
+                item["publisher"] = publisher
         viewers: dict[str, dict[str, object]] = self.webrtc.describe() if self.webrtc is not None else {}
         for item in streams if viewers else ():
             for sub in item["subscribers"]:  # type: ignore[attr-defined]

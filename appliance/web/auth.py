@@ -76,7 +76,7 @@ __all__ = [
     "hash_password",
     "read_access",
     "require_action",
-    "viewer_access",
+    "stream_access",
     "viewer_decision",
 ]
 
@@ -114,9 +114,9 @@ _OPEN_PATHS = frozenset({"/api/health", "/api/login", "/api/session", "/api/logo
 _OPEN_PREFIXES = ("/static/", "/watch/")  # page shells: no data in them
 # Non-GET endpoints that check credentials themselves.
 _SELF_CHECKED = frozenset({"/api/login", "/api/logout"})
-# WHEP (watching over WebRTC): the webrtc handlers check `viewer_access` themselves, since a play secret
-# (rtmp.auth's, as a bearer token) is a credential the middleware does not know.
-_VIEWER_PREFIXES = ("/whep/",)
+# WHEP (watching over WebRTC) and WHIP (publishing): the webrtc handlers check `stream_access` themselves,
+# since a play or publish secret (rtmp.auth's, as a bearer token) is a credential the middleware lacks.
+_STREAM_PREFIXES = ("/whep/", "/whip/")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -479,8 +479,8 @@ def decide(
     Returns:
         ALLOW, or the refusal.
     """
-    if path.startswith(_VIEWER_PREFIXES):
-        return ALLOW  # the handlers decide (`viewer_access`; a session's URL is its own secret)
+    if path.startswith(_STREAM_PREFIXES):
+        return ALLOW  # the handlers decide (`stream_access`; a session's URL is its own secret)
     if method in _SAFE_METHODS:
         return read_decision(path=path, public=public, principal=principal, bad_credentials=bad_credentials)
     if path in _SELF_CHECKED:
@@ -500,20 +500,26 @@ def read_decision(
 
 
 def viewer_decision(
-    *, public: bool, principal: Principal | None, play_secrets: Sequence[str], presented: str | None
+    *,
+    public: bool,
+    principal: Principal | None,
+    play_secrets: Sequence[str],
+    presented: str | None,
+    role: str = "play",
 ) -> Decision:
-    """May this request watch a stream (a WHEP offer)? Like an RTMP play: with play secrets set for the
-    stream's app, one of them must be presented (``Authorization: Bearer SECRET``); without, watching is
-    reading (``web.public``). A logged-in session or an API token may always watch (the status page's
-    previews)."""
+    """May this request watch a stream (a WHEP offer, role ``play``) or publish one (a WHIP offer, role
+    ``publish``)? Like RTMP: with secrets set for the stream's app and role, one of them must be presented
+    (``Authorization: Bearer SECRET``). Without, watching is reading (``web.public``) and publishing is
+    open, as an RTMP publish is. A logged-in session or an API token may always do either (the status
+    page's previews)."""
     if principal is not None:
         return ALLOW
     if play_secrets:
         if presented is not None and any(hmac.compare_digest(presented, s) for s in play_secrets):
             return ALLOW
-        what = "a wrong play secret" if presented else "no play secret"
-        return Decision(401, "Unauthorized", f"{what}: send Authorization: Bearer SECRET (rtmp.auth play)")
-    if public:
+        what = f"a wrong {role} secret" if presented else f"no {role} secret"
+        return Decision(401, "Unauthorized", f"{what}: send Authorization: Bearer SECRET (rtmp.auth {role})")
+    if public or role == "publish":
         return ALLOW
     return Decision(401, "Unauthorized", "web.public is false: log in (POST /api/login) "
                     "or send Authorization: Bearer TOKEN")  # fmt: skip
@@ -764,14 +770,15 @@ def read_access(request: Request) -> Response | None:
     return _security(request).check(request, action=False)
 
 
-def viewer_access(request: Request, play_secrets: Sequence[str]) -> Response | None:
-    """For WHEP offers: None when ``request`` may watch, else the 401 problem (see `viewer_decision`)."""
+def stream_access(request: Request, secrets_: Sequence[str], role: str = "play") -> Response | None:
+    """For WHEP (``play``) and WHIP (``publish``) offers: None when ``request`` may, else the 401 problem
+    (see `viewer_decision`)."""
     security = _security(request)
     principal, _bad = security.identify(request)
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     secret = presented.strip() if scheme.lower() == "bearer" and presented.strip() else None
     d = viewer_decision(
-        public=security.cfg.public, principal=principal, play_secrets=play_secrets, presented=secret
+        public=security.cfg.public, principal=principal, play_secrets=secrets_, presented=secret, role=role
     )
     if d.allowed:
         return None

@@ -1,4 +1,5 @@
-"""AAC (from the Bus) to Opus (for WebRTC), with PyAV: one transcoder per stream, shared by its viewers."""
+"""AAC <-> Opus with PyAV, once per stream: AAC from the Bus to Opus for WHEP viewers (shared by all of
+them), and Opus from a WHIP publisher to AAC for RTMP players."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from fractions import Fraction
 
 import av
 
-__all__ = ["OPUS_RATE", "OpusTranscoder"]
+from appliance.media.encode import AudioEncoder
+from appliance.media.packets import Packet
+
+__all__ = ["OPUS_RATE", "OpusToAac", "OpusTranscoder"]
 
 OPUS_RATE = 48000
 _FRAME = 960  # 20 ms, what browsers expect
@@ -57,4 +61,41 @@ class OpusTranscoder:
             self._next_pts += _FRAME
             for packet in self._encoder.encode(chunk):
                 out.append((bytes(packet), int(packet.pts if packet.pts is not None else chunk.pts)))
+        return out
+
+
+class OpusToAac:
+    """Opus packets (from a WHIP publisher) to AAC-LC access units (for RTMP players and recordings).
+
+    One per published stream. Timestamps: the caller passes each packet's time on the stream's clock; a
+    jump of more than `_GAP_MS` from what the samples say (discontinuous transmission, lost packets)
+    re-anchors the AAC clock so audio stays on the video's timeline.
+    """
+
+    _GAP_MS = 100
+
+    def __init__(self, *, channels: int = 2, bitrate_bps: int = 128_000) -> None:
+        self._decoder = av.CodecContext.create("libopus", "r")
+        self._decoder.sample_rate = OPUS_RATE
+        self._decoder.layout = "stereo" if channels == 2 else "mono"
+        self._encoder = AudioEncoder(sample_rate=OPUS_RATE, channels=channels, bitrate_bps=bitrate_bps)
+        self.config = self._encoder.config
+        self._expected_ms: float | None = None
+        self.errors = 0
+
+    def feed(self, payload: bytes, pts_ms: int) -> list[Packet]:
+        """One Opus packet at `pts_ms`; the AAC packets that are ready (a bad packet loses only itself)."""
+        try:
+            frames = self._decoder.decode(av.Packet(payload))
+        except av.FFmpegError:
+            self.errors += 1
+            return []
+        if self._expected_ms is not None and abs(pts_ms - self._expected_ms) > self._GAP_MS:
+            self._encoder.reset_clock()
+        out: list[Packet] = []
+        for frame in frames:
+            frame.pts = None
+            out += self._encoder.encode(frame, pts_ms)
+            pts_ms += round(frame.samples * 1000 / OPUS_RATE)
+        self._expected_ms = pts_ms
         return out

@@ -62,8 +62,9 @@ from appliance.media.webrtc.tracks import (
     stats,
 )
 from appliance.media.webrtc.transcode import StreamTranscoder, transcoded_name
+from appliance.media.webrtc.whip import WhipIngest
 from appliance.web.app import problem
-from appliance.web.auth import viewer_access
+from appliance.web.auth import stream_access
 from appliance.web.routes import RouteRegistry
 
 __all__ = ["CONNECT_TIMEOUT_S", "KEYFRAME_INTERVAL_S", "WhepService"]
@@ -147,6 +148,9 @@ class WhepService:
         cfg: The [webrtc] section.
         play_secrets: The play secrets of an RTMP app (rtmp.auth); a WHEP viewer presents one as a bearer
             token when there are any.
+        publish_secrets: The publish secrets of an RTMP app; a WHIP publisher presents one when there are any.
+        apps: The apps WHIP may publish under (``rtmp.apps``).
+        reserved: Streams WHIP may not publish (the camera's).
         request_keyframe: Asks the camera's encoder for a keyframe (PLI/FIR from a camera viewer).
     """
 
@@ -158,6 +162,9 @@ class WhepService:
         camera: str,
         cfg: WebrtcConfig,
         play_secrets: Callable[[str], Sequence[str]] = lambda app: (),
+        publish_secrets: Callable[[str], Sequence[str]] = lambda app: (),
+        apps: Callable[[], Sequence[str]] = lambda: ("live",),
+        reserved: Callable[[], frozenset[str]] = frozenset,
         request_keyframe: Callable[[], object] | None = None,
     ) -> None:
         self.buses = buses
@@ -165,6 +172,10 @@ class WhepService:
         self.camera = camera
         self.cfg = cfg
         self.play_secrets = play_secrets
+        self.publish_secrets = publish_secrets
+        self.apps = apps
+        self.reserved = reserved
+        self.ingest: WhipIngest | None = None
         self.request_keyframe = request_keyframe
         self.viewers: dict[str, _Viewer] = {}
         self.keyframes_requested = 0
@@ -190,6 +201,18 @@ class WhepService:
                     owner="webrtc")  # fmt: skip
                 add("/whep/cam", self._post_cam, methods=["POST", "OPTIONS"], owner="webrtc")
                 add("/whep/{app}/{key}", self._post, methods=["POST", "OPTIONS"], owner="webrtc")
+                ingest = self.ingest = WhipIngest(
+                    self.buses,
+                    loop,
+                    ice_servers=self._ice_servers,
+                    apps=self.apps,
+                    reserved=self.reserved,
+                    publish_secrets=self.publish_secrets,
+                )
+                await nursery.start(ingest.run)
+                add("/whip/sessions/{id}/{secret}", ingest.session, methods=["PATCH", "DELETE", "OPTIONS"],
+                    owner="webrtc")  # fmt: skip
+                add("/whip/{app}/{key}", ingest.offer, methods=["POST", "OPTIONS"], owner="webrtc")
                 nursery.start_soon(self._watch)
                 log.info("webrtc.on ice_addresses=%s", ",".join(self.cfg.ice_addresses) or "all")
                 task_status.started()
@@ -239,7 +262,7 @@ class WhepService:
         if request.method == "OPTIONS":
             # CORS preflight and discovery; no Access-Control-Allow-Origin: other sites get nothing.
             return Response(status_code=204, headers={"Accept-Post": _SDP, "Allow": "POST, OPTIONS"})
-        refusal = viewer_access(request, self.play_secrets(stream.partition("/")[0]))
+        refusal = stream_access(request, self.play_secrets(stream.partition("/")[0]))
         if refusal is not None:
             return refusal
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != _SDP:
@@ -384,8 +407,10 @@ class WhepService:
         transcoder = shared.transcoder if shared is not None else None
         if transcoder is not None:
             transcoder.request_keyframe()  # our own encoder: it rate-limits
+        elif self.ingest is not None and self.ingest.request_keyframe(viewer.stream):
+            pass  # a WHIP publisher: asked with a PLI (rate-limited there)
         elif viewer.stream != self.camera or self.request_keyframe is None:
-            return  # passthrough from a publisher: the GOP cache serves joiners, nothing to ask
+            return  # passthrough from an RTMP publisher: the GOP cache serves joiners, nothing to ask
         elif now - self._last_keyframe >= KEYFRAME_INTERVAL_S:
             self._last_keyframe = now
             self.keyframes_requested += 1
