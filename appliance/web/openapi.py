@@ -264,6 +264,21 @@ _WHEP_RESPONSES: dict[str, Schema] = {
 }
 
 
+_WHIP_RESPONSES: dict[str, Schema] = {
+    "201": {
+        "description": "the SDP answer; Location is the session's URL, /whip/sessions/ID/SECRET (PATCH it "
+        "with trickle ICE, DELETE it to stop: the URL is the session's credential)",
+        "content": {"application/sdp": {"schema": {"type": "string"}}},
+        "headers": {"Location": {"schema": {"type": "string"}}, "ETag": {"schema": {"type": "string"}}},
+    },
+    "400": _problem("not an offer this server can answer (it must offer H.264, packetization-mode 1)"),
+    "404": _problem("no such app (rtmp.apps)"),
+    "409": _problem("the camera's stream, or a stream that already has a publisher"),
+    "415": _problem("not application/sdp"),
+    "503": _problem('"disabled: extra not installed"'),
+}
+
+
 _WHEP_OPTIONS: Schema = {
     "summary": "WHEP: what the endpoint accepts (Accept-Post / Accept-Patch); no CORS for other origins",
     "security": [{}],
@@ -491,6 +506,57 @@ def _paths() -> dict[str, Schema]:
             },
             "delete": {
                 "summary": "WHEP: hang up (the session's URL is its credential)",
+                "security": [{}],
+                "responses": {
+                    "200": {"description": "ended"},
+                    "404": _problem("no such session"),
+                    "503": _problem('"disabled: extra not installed"'),
+                },
+            },
+            "options": _WHEP_OPTIONS,
+        },
+        "/whip/{app}/{key}": {
+            "parameters": [
+                {"name": "app", "in": "path", "required": True, "schema": _STR},
+                {"name": "key", "in": "path", "required": True, "schema": _STR},
+            ],
+            "post": {
+                "summary": "WHIP (RFC 9725): publish H.264 + Opus into APP/KEY (played over RTMP and WHEP)",
+                "description": "With rtmp.auth publish secrets for the app, send one as "
+                "Authorization: Bearer SECRET (a session or an API token also works); without, open like "
+                "an RTMP publish.",
+                "security": _READ_SECURITY,
+                "requestBody": _WHEP_OFFER,
+                "responses": {
+                    **_WHIP_RESPONSES,
+                    "401": _UNAUTHORIZED,
+                },
+            },
+            "options": _WHEP_OPTIONS,
+        },
+        "/whip/sessions/{id}/{secret}": {
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": _STR},
+                {"name": "secret", "in": "path", "required": True, "schema": _STR},
+            ],
+            "patch": {
+                "summary": "WHIP: trickle ICE (RFC 8840): the publisher's candidates",
+                "security": [{}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}},
+                },
+                "responses": {
+                    "204": {"description": "applied"},
+                    "400": _problem("not a trickle-ice-sdpfrag"),
+                    "404": _problem("no such session"),
+                    "412": _problem("If-Match is not the session's ETag"),
+                    "415": _problem("not application/trickle-ice-sdpfrag"),
+                    "503": _problem('"disabled: extra not installed"'),
+                },
+            },
+            "delete": {
+                "summary": "WHIP: stop publishing (the session's URL is its credential)",
                 "security": [{}],
                 "responses": {
                     "200": {"description": "ended"},

@@ -19,6 +19,7 @@ import pytest
 from tests.harness import ApplianceProcess, http_get
 from tests.integration.rtmp_peers import probe, running_camera
 from tests.integration.test_webrtc import WEBRTC, request, require_aiortc, whep_client
+from tests.peers import require_browser_scripts, require_command
 
 PUBLISHER = Path(__file__).resolve().parents[1] / "aiortc_peer" / "whip_publish.py"
 
@@ -126,3 +127,38 @@ def test_whip_refusals_and_publish_secrets(tmp_path: Path) -> None:
             assert gone["status"] == 201
         app.event("whip.unpublish", stream="live/y", timeout=60)
         app.wait_healthy(base)
+
+
+@pytest.mark.peers
+def test_chromium_publishes_a_canvas_over_whip(tmp_path: Path) -> None:
+    """Chromium's own WebRTC H.264 encoder and Opus, through the npm whip-whep client (trickle PATCH), then
+    played back over RTMP by ffprobe."""
+    require_aiortc()
+    browser_dir = require_browser_scripts()
+    with running_camera(tmp_path, WEBRTC) as (app, base):
+        opts = {"url": base, "stream": "live/chromium", "seconds": 8}
+        proc = subprocess.Popen(
+            [require_command("node"), str(browser_dir / "whip_publish.mjs"), json.dumps(opts)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            published = json.loads(proc.stdout.readline() or "{}")
+            assert published.get("event") == "published", (published, app.log_text())
+            assert published["videoCodec"] == "video/H264" and published["audioCodec"] == "audio/opus"
+            assert published["local"] == "127.0.0.1" and published["remote"] == "127.0.0.1"
+            assert wait_for(lambda: (s := stream_item(base, "live/chromium")) and s["audio"]), app.log_text()
+            assert probe(app.rtmp_url("live/chromium")) == ["aac", "h264,320,240"]
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        done = json.loads(out.splitlines()[-1])
+        assert done["event"] == "done" and done["errors"] == [], out + err
+        assert "POST" in done["methods"] and "DELETE" in done["methods"]
+        # whip-whep closes its peer connection before its DELETE: whichever comes first ends the session.
+        ended = app.event("whip.unpublish", stream="live/chromium")
+        assert ended["why"] in ("deleted", "closed") and int(ended["packets"]) > 100
