@@ -191,6 +191,11 @@ def _schemas() -> dict[str, Schema]:
                 "buses": {"type": "array", "items": {"type": "object"}},
                 "pushes": {"type": "array", "items": {"type": "object"}},
                 "cloud": _nullable({"type": "object"}),
+                "webrtc": {
+                    "type": "object",
+                    "description": 'WHEP viewers and WHIP publishers, or {"state": "off", "reason": ...}',
+                },
+                "process": _obj({"trio_tasks": _INT, "threads": _INT, "rss_bytes": _INT}),
             },
         ),
         "Supervisor": supervisor,

@@ -95,6 +95,8 @@ def test_an_aiortc_whip_publisher_is_played_over_rtmp_and_whep(tmp_path: Path) -
         unpublished = app.event("whip.unpublish", stream="live/phone")
         assert unpublished["why"] == "deleted" and int(unpublished["packets"]) > 100
         assert wait_for(lambda: (s := stream_item(base, "live/phone")) is None or s["publisher"] is None)
+        webrtc = http_get(base + "/api/status")[1]["webrtc"]
+        assert webrtc["publishers"] == 0 and webrtc["peer_connections_open"] == 0
 
 
 @pytest.mark.peers

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -32,12 +33,14 @@ from appliance.media.webrtc.negotiation import TrickleCandidate, sdp_profile
 from appliance.media.webrtc.opus import OPUS_RATE, OpusTranscoder
 
 __all__ = [
+    "PEER_CONNECTIONS",
     "AvPacket",
     "OpusFeed",
     "OpusTrack",
     "PassthroughTrack",
     "add_candidates",
     "answer",
+    "loop_tasks",
     "restrict_host_addresses",
     "stats",
 ]
@@ -46,6 +49,8 @@ if TYPE_CHECKING:
     AvPacket = av.Packet[Any]  # generic in PyAV's stubs (over its stream type), not at run time
 else:
     AvPacket = av.Packet
+# Every peer connection made here (viewers, publishers, pushes) while it is alive: a leak shows as growth.
+PEER_CONNECTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
 TRACK_QUEUE = 64  # access units waiting for the sender; when full, the viewer waits for a keyframe
 
 # aioice logs every candidate pair check at INFO: noise in the appliance's one-line-per-event log.
@@ -205,6 +210,7 @@ async def answer(
         Whatever aiortc raises for an offer it cannot answer (the connection is closed then).
     """
     pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers)))
+    PEER_CONNECTIONS.add(pc)
     try:
         if audio is not None:
             sound = pc.addTransceiver(audio, direction="sendonly")
@@ -228,6 +234,11 @@ async def answer(
     sdp = pc.localDescription.sdp
     ufrag = next((line[12:].strip() for line in sdp.splitlines() if line.startswith("a=ice-ufrag:")), "")
     return pc, sdp, ufrag
+
+
+async def loop_tasks() -> int:
+    """How many asyncio tasks the loop has (aiortc's per-connection tasks): a leak shows as growth."""
+    return len(asyncio.all_tasks())
 
 
 async def add_candidates(pc: Any, candidates: Sequence[TrickleCandidate]) -> int:

@@ -52,12 +52,14 @@ from appliance.media.webrtc.negotiation import (
     profile_level_id,
 )
 from appliance.media.webrtc.tracks import (
+    PEER_CONNECTIONS,
     AvPacket,
     OpusFeed,
     OpusTrack,
     PassthroughTrack,
     add_candidates,
     answer,
+    loop_tasks,
     restrict_host_addresses,
     stats,
 )
@@ -181,6 +183,7 @@ class WhepService:
         self.keyframes_requested = 0
         self._streams: dict[str, _Stream] = {}
         self._last_keyframe = float("-inf")
+        self._loop_tasks = 0
         self._loop: AsyncioThread | None = None
         self._nursery: trio.Nursery | None = None
         self._ice_servers = [
@@ -248,6 +251,12 @@ class WhepService:
             "max_viewers": self.cfg.max_viewers,
             "streams": sorted(self._streams),
             "keyframes_requested": self.keyframes_requested,
+            "publishers": len(self.ingest.publishers) if self.ingest is not None else 0,
+            # What a leak would show: connections not closed, asyncio tasks on the loop thread.
+            "peer_connections_open": sum(
+                1 for pc in list(PEER_CONNECTIONS) if pc.connectionState != "closed"
+            ),
+            "loop_tasks": self._loop_tasks,
         }
 
     # -- HTTP ---------------------------------------------------------------------------------------
@@ -503,6 +512,8 @@ class WhepService:
         assert self._loop is not None
         while True:
             await trio.sleep(_STATS_EVERY_S)
+            with trio.move_on_after(_STATS_EVERY_S):
+                self._loop_tasks = await self._loop.run(loop_tasks())
             now = trio.current_time()
             for viewer in list(self.viewers.values()):
                 if viewer.state != "connected":

@@ -65,7 +65,7 @@ from appliance.media.packets import CodecConfig, Kind, Packet
 from appliance.media.webrtc.loop import AsyncioThread
 from appliance.media.webrtc.negotiation import SdpFragmentError, etag, parse_sdpfrag
 from appliance.media.webrtc.opus import OPUS_RATE, OpusToAac
-from appliance.media.webrtc.tracks import add_candidates
+from appliance.media.webrtc.tracks import PEER_CONNECTIONS, add_candidates
 from appliance.web.app import problem
 from appliance.web.auth import stream_access
 
@@ -170,6 +170,7 @@ async def _answer(
         Whatever aiortc raises for an offer it cannot answer (the connection is closed then).
     """
     pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers)))
+    PEER_CONNECTIONS.add(pc)
     try:
         taps = {"video": _FrameTap(media.on_video), "audio": _FrameTap(media.on_audio)}
         for kind in ("video", "audio"):
