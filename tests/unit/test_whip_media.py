@@ -5,6 +5,7 @@ that stands in for the receiver's decoder queue."""
 from __future__ import annotations
 
 import fractions
+import itertools
 import math
 import struct
 import threading
@@ -94,7 +95,7 @@ def test_opus_becomes_aac_once_with_its_config_first_and_gaps_reanchor_the_clock
     assert (config.sample_rate, config.channels) == (48000, 2)
     packets = [p for p in delivered if isinstance(p, Packet)]
     assert all(p.kind is Kind.AUDIO and p.codec is Codec.AAC for p in packets)
-    steps = [b.pts_ms - a.pts_ms for a, b in zip(packets, packets[1:], strict=False)]
+    steps = [b.pts_ms - a.pts_ms for a, b in itertools.pairwise(packets)]
     assert max(steps) > 900  # the gap is kept, so audio stays on the video's timeline
     assert all(20 <= s <= 22 for s in steps if s < 900)  # 1024 samples at 48 kHz
     assert OpusToAac().feed(b"\xff\xff\xff", 0) == []  # junk decodes to nothing and raises nothing
