@@ -17,7 +17,7 @@ from tests.peers import peers_required
 
 try:
     from appliance.media.webrtc.loop import AsyncioThread, PortRangeExhaustedError
-    from appliance.media.webrtc.tracks import _h264_preferences
+    from appliance.media.webrtc.tracks import TRACK_QUEUE, PassthroughTrack, _h264_preferences
     from appliance.media.webrtc.whep import _VideoCache
 except ImportError:  # pragma: no cover - without the extra
     if peers_required():
@@ -149,3 +149,20 @@ async def test_udp_sockets_take_ports_of_the_configured_range() -> None:
         assert "webrtc.udp_ports" in error
     finally:
         bridge.stop()
+
+
+def test_a_slow_viewers_track_drops_to_the_next_keyframe() -> None:
+    track = PassthroughTrack()
+    track.push("delta-before-any-key", keyframe=False)  # type: ignore[arg-type]
+    assert track.dropped == 1 and track._queue.qsize() == 0  # a viewer starts at a keyframe
+    track.push("key", keyframe=True)  # type: ignore[arg-type]
+    for i in range(TRACK_QUEUE - 1):
+        track.push(f"delta{i}", keyframe=False)  # type: ignore[arg-type]
+    assert track._queue.full() and track.dropped == 1
+    # The sender fell this far behind: everything queued goes, and so does what follows until a keyframe.
+    track.push("one-too-many", keyframe=False)  # type: ignore[arg-type]
+    assert track._queue.qsize() == 0 and track.dropped == 1 + TRACK_QUEUE + 1
+    track.push("late-delta", keyframe=False)  # type: ignore[arg-type]
+    assert track._queue.qsize() == 0
+    track.push("next-key", keyframe=True)  # type: ignore[arg-type]
+    assert track._queue.get_nowait() == "next-key"
