@@ -8,7 +8,8 @@ Each viewer has its own RTCPeerConnection with host candidates on 127.0.0.1 only
 addresses are dropped from the offer and from the answer. A viewer sends its offer (POST), trickles its
 candidate again (PATCH), receives `frames` video frames and some audio, reads the selected candidate
 pair, and hangs up (DELETE). `rounds` > 1 repeats connect/disconnect (churn) without waiting for frames
-after the first round. With "wait_for_stream", a 404 is retried for up to 10 s. The last stdout line is
+after the first round. With "wait_for_stream", a 404 is retried for up to 10 s. With "pli", a viewer
+sends an RTCP PLI after its frames and receives as many again. The last stdout line is
 JSON: {"event": "done", "viewers": [...]}.
 """
 
@@ -122,6 +123,16 @@ async def view(opts: dict[str, Any], want_frames: int) -> dict[str, Any]:
             frame = await asyncio.wait_for(video.recv(), 20)
             sizes.add((frame.width, frame.height))
             digests.append(hashlib.sha256(bytes(frame.reformat(format="gray").planes[0])).hexdigest())
+        if opts.get("pli"):
+            # Picture loss, as a browser reports it: the appliance answers with a keyframe (its encoder's,
+            # or the GOP cache's), and decoding goes on.
+            receiver = pc.getTransceivers()[0].receiver
+            for source in receiver.getSynchronizationSources():
+                await receiver._send_rtcp_pli(source.source)
+            for _ in range(want_frames):
+                frame = await asyncio.wait_for(video.recv(), 20)
+                digests.append(hashlib.sha256(bytes(frame.reformat(format="gray").planes[0])).hexdigest())
+            out["frames_after_pli"] = want_frames
         if "audio" in tracks:
             for _ in range(10):
                 frame = await asyncio.wait_for(tracks["audio"].recv(), 20)

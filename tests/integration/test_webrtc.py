@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.harness import ApplianceProcess, http_get, raw_request
-from tests.integration.rtmp_peers import camera_appliance, running_camera
+from tests.integration.rtmp_peers import camera_appliance, ffmpeg_publisher, killing, running_camera, start
 from tests.peers import peers_required
 
 NO_AIORTC = Path(__file__).resolve().parents[1] / "fixtures" / "no_aiortc"
@@ -219,3 +219,27 @@ def test_without_the_extra_whep_is_503_and_everything_else_runs(tmp_path: Path) 
         assert children["webrtc"] == "running" and children["capture"] == "running"
     finally:
         assert app.stop() == 0
+
+
+@pytest.mark.peers
+def test_picture_loss_gets_a_keyframe_from_the_camera_or_the_gop_cache(tmp_path: Path) -> None:
+    """PLI from a viewer of the camera asks its encoder; from a viewer of an RTMP publisher's stream (no
+    encoder to ask) the GOP cache's keyframe is served. Either way the viewer decodes on."""
+    require_aiortc()
+    with running_camera(tmp_path, WEBRTC) as (app, base):
+        [camera_viewer] = whep_client(app, url=base + "/whep/cam", frames=10, pli=True)
+        assert camera_viewer["frames_after_pli"] == 10 and camera_viewer["distinct_frames"] > 10
+        assert http_get(base + "/api/status")[1]["webrtc"]["keyframes_requested"] >= 1
+        publisher = start(
+            ffmpeg_publisher(
+                app.rtmp_url("live/ff"), 30, gop=30, bframes=0, extra=("-profile:v", "baseline")
+            ),
+            tmp_path / "ffmpeg.log",
+        )
+        with killing(publisher):
+            app.event("rtmp.publish", stream="live/ff")
+            [viewer] = whep_client(app, url=base + "/whep/live/ff", frames=10, pli=True, wait_for_stream=True)
+            assert viewer["post"] == 201, viewer  # aiortc decodes only baseline: so is the publisher
+            assert viewer["frames_after_pli"] == 10
+            assert viewer["distinct_frames"] > 10
+            app.event("webrtc.keyframe_resent", stream="live/ff")

@@ -100,6 +100,16 @@ class PassthroughTrack(MediaStreamTrack):
         self._need_key = False
         self._queue.put_nowait(packet)
 
+    def resync(self, keyframe: AvPacket) -> None:
+        """A viewer lost picture (PLI/FIR) and there is no encoder to ask: what is queued goes, `keyframe`
+        (the GOP cache's, re-timed just after what was sent) goes next, then deltas are dropped until the
+        stream's next keyframe, as they reference pictures the viewer lacks."""
+        self.dropped += self._queue.qsize()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(keyframe)
+        self._need_key = True
+
     async def recv(self) -> AvPacket:
         return await self._queue.get()
 

@@ -120,6 +120,10 @@ class _Viewer:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     state: str = "new"
     keyframe_requests: int = 0
+    resyncs: int = 0  # cached keyframes served on PLI (an RTMP publisher's stream)
+    last_resync: float = float("-inf")
+    prefix: bytes = b""  # the parameter sets in force, Annex-B
+    last_pts_ms: int = 0  # of the newest video packet handed to the track
     figures: dict[str, Any] = field(default_factory=dict)
     bitrate_bps: int = 0
 
@@ -237,6 +241,7 @@ class WhepService:
                 "packets_lost": int(v.figures.get("packets_lost", 0)),
                 "rtt_ms": round(v.figures["rtt_s"] * 1000) if v.figures.get("rtt_s", -1) >= 0 else None,
                 "keyframe_requests": v.keyframe_requests,
+                "keyframes_resent": v.resyncs,
                 "dropped_on_send": v.track.dropped,
                 "candidate_pair": v.figures.get("pair"),
             }
@@ -419,11 +424,28 @@ class WhepService:
         elif self.ingest is not None and self.ingest.request_keyframe(viewer.stream):
             pass  # a WHIP publisher: asked with a PLI (rate-limited there)
         elif viewer.stream != self.camera or self.request_keyframe is None:
-            return  # passthrough from an RTMP publisher: the GOP cache serves joiners, nothing to ask
+            self._resync(viewer, now)  # passthrough from an RTMP publisher: nobody to ask
         elif now - self._last_keyframe >= KEYFRAME_INTERVAL_S:
             self._last_keyframe = now
             self.keyframes_requested += 1
             self.request_keyframe()
+
+    def _resync(self, viewer: _Viewer, now: float) -> None:
+        """Serve `viewer` the GOP cache's keyframe (at most once a second per viewer)."""
+        bus = self.buses.get(viewer.bus)
+        if bus is None or not viewer.prefix or now - viewer.last_resync < KEYFRAME_INTERVAL_S:
+            return
+        key = next((p for p in bus.gop if p.kind is Kind.VIDEO and p.keyframe), None)
+        if key is None:
+            return
+        viewer.last_resync = now
+        viewer.resyncs += 1
+        packet = av.Packet(viewer.prefix + key.annexb())
+        packet.pts = (viewer.last_pts_ms + 1) * 90
+        packet.time_base = Fraction(1, 90000)
+        assert self._loop is not None
+        self._loop.post(viewer.track.resync, packet)
+        log.info("webrtc.keyframe_resent viewer=%s stream=%s", viewer.id, viewer.stream)
 
     def _on_state(self, viewer_id: str, state: str) -> None:
         viewer = self.viewers.get(viewer_id)
@@ -470,9 +492,10 @@ class WhepService:
                             why = f"codec changed to {event.config.codec.value}"
                             break
                         avc = parse_avc_config(event.config.data)
-                        prefix = keyframe_prefix(avc.sps, avc.pps)
+                        prefix = viewer.prefix = keyframe_prefix(avc.sps, avc.pps)
                     elif isinstance(event, PacketReceived) and event.packet.kind is Kind.VIDEO:
                         packet = event.packet
+                        viewer.last_pts_ms = packet.pts_ms
                         post(viewer.track.push, shared.cache.get(packet, prefix), packet.keyframe)
             except SubscriberCutOffError:
                 why = "cut off (too far behind)"
