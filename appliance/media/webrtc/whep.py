@@ -64,7 +64,7 @@ from appliance.media.webrtc.tracks import (
     stats,
 )
 from appliance.media.webrtc.transcode import StreamTranscoder, transcoded_name
-from appliance.media.webrtc.whip import WhipIngest
+from appliance.media.webrtc.whip import ANSWER_TIMEOUT_S, WhipIngest, answer_timed_out
 from appliance.web.app import problem
 from appliance.web.auth import stream_access
 from appliance.web.routes import RouteRegistry
@@ -324,20 +324,25 @@ class WhepService:
         def on_state(state: str) -> None:  # on the loop thread
             loop.to_trio(self._on_state, viewer_id, state)
 
+        answered = None
         try:
-            pc, sdp, ufrag = await loop.run(
-                answer(
-                    offer.decode("utf-8", "replace"),
-                    track,
-                    audio,
-                    plid,
-                    self._ice_servers,
-                    on_keyframe_request,
-                    on_state,
+            with trio.move_on_after(ANSWER_TIMEOUT_S):
+                answered = await loop.run(
+                    answer(
+                        offer.decode("utf-8", "replace"),
+                        track,
+                        audio,
+                        plid,
+                        self._ice_servers,
+                        on_keyframe_request,
+                        on_state,
+                    )
                 )
-            )
         except Exception as e:  # aiortc's errors have no common base; any of them means this offer
             return problem(400, "Bad Request", f"cannot answer this offer: {e}")
+        if answered is None:
+            return answer_timed_out()
+        pc, sdp, ufrag = answered
         viewer = _Viewer(
             id=viewer_id,
             secret=secrets.token_urlsafe(18),

@@ -69,11 +69,13 @@ from appliance.media.webrtc.tracks import PEER_CONNECTIONS, add_candidates
 from appliance.web.app import problem
 from appliance.web.auth import stream_access
 
-__all__ = ["CONNECT_TIMEOUT_S", "KEYFRAME_EVERY_S", "WhipIngest"]
+__all__ = ["ANSWER_TIMEOUT_S", "CONNECT_TIMEOUT_S", "KEYFRAME_EVERY_S", "WhipIngest", "answer_timed_out"]
 
 log = logging.getLogger("appliance.webrtc")
 
 KEYFRAME_EVERY_S = 2.0
+# aiortc gathers every candidate before it answers: an unreachable STUN/TURN server holds the answer up.
+ANSWER_TIMEOUT_S = 20.0
 CONNECT_TIMEOUT_S = 30.0
 _PLI_MIN_INTERVAL_S = 1.0
 _WATCH_EVERY_S = 0.5
@@ -220,6 +222,16 @@ async def _remote_address(pc: Any) -> str | None:
 # -- on trio's thread ---------------------------------------------------------------------------------
 
 
+def answer_timed_out() -> Response:
+    """The 504 for an offer aiortc did not answer within `ANSWER_TIMEOUT_S`."""
+    return problem(
+        504,
+        "Gateway Timeout",
+        f"no answer within {ANSWER_TIMEOUT_S:g} s: gathering ICE candidates took too long "
+        "(is every webrtc.ice_servers entry reachable?)",
+    )
+
+
 @dataclass
 class _Publisher:
     id: str
@@ -353,13 +365,19 @@ class WhipIngest:
             loop.to_trio(self._on_state, session_id, state)
 
         media = _Depacketized(time.monotonic(), deliver)
+        answered = None
         try:
-            pc, sdp, ufrag, kinds = await loop.run(
-                _answer(offer.decode("utf-8", "replace"), self.ice_servers, media, on_state)
-            )
+            with trio.move_on_after(ANSWER_TIMEOUT_S):
+                answered = await loop.run(
+                    _answer(offer.decode("utf-8", "replace"), self.ice_servers, media, on_state)
+                )
         except Exception as e:  # aiortc's errors have no common base; any of them means this offer
             producer.close()
             return problem(400, "Bad Request", f"cannot answer this offer: {e}")
+        if answered is None:
+            producer.close()
+            return answer_timed_out()
+        pc, sdp, ufrag, kinds = answered
         publisher = _Publisher(
             id=session_id,
             secret=secrets.token_urlsafe(18),
