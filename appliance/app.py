@@ -13,10 +13,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,7 +51,7 @@ from appliance.web.actions import ActionRefused, add_action_routes
 from appliance.web.app import problem
 from appliance.web.auth import Security
 from appliance.web.events import register_events
-from appliance.web.metrics import register_metrics
+from appliance.web.metrics import process_figures, register_metrics
 from appliance.web.page import register_page
 from appliance.web.recordings import register_recordings
 from appliance.web.snapshots import register_snapshots
@@ -73,22 +71,6 @@ class ChildDef:
     name: str
     sections: frozenset[str]
     build: Callable[[Config], ChildSpec]
-
-
-def process_figures() -> dict[str, int]:
-    """What a leak would show (the churn tests read them): trio tasks, threads, resident memory."""
-    count = 0
-    root = trio.lowlevel.current_root_task()
-    pending = [root] if root is not None else []
-    while pending:
-        task = pending.pop()
-        count += 1
-        pending += [child for nursery in task.child_nurseries for child in nursery.child_tasks]
-    try:
-        rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        rss = 0
-    return {"trio_tasks": count, "threads": threading.active_count(), "rss_bytes": rss}
 
 
 class Appliance:
@@ -347,6 +329,13 @@ class Appliance:
     def snapshot(self) -> SupervisorSnapshot:
         return self.root.snapshot()
 
+    def webrtc_status(self) -> Mapping[str, object]:
+        """The webrtc child's figures, or why it is off (``/api/status``, ``/metrics``)."""
+        if self.webrtc is not None:
+            status: Mapping[str, object] = self.webrtc.status()
+            return status
+        return {"state": "off", "reason": self.webrtc_off}
+
     def status_extra(self) -> Mapping[str, Any]:
         return {
             "state_dir": str(self.state_dir),
@@ -355,11 +344,7 @@ class Appliance:
             "buses": [jsonable(b) for b in self.buses.snapshot()],
             "pushes": [push.describe() for _, push in self.pushes.values()],
             "cloud": self.cloud.describe() if self.cloud is not None else None,
-            "webrtc": (
-                self.webrtc.status()
-                if self.webrtc is not None
-                else {"state": "off", "reason": self.webrtc_off}
-            ),
+            "webrtc": self.webrtc_status(),
             "process": process_figures(),
         }
 

@@ -25,10 +25,14 @@ board-health issue adds them).
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+import trio
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -54,6 +58,7 @@ __all__ = [
     "collect_families",
     "hidden_stream",
     "metrics_registry",
+    "process_figures",
     "read_inputs",
     "register_metrics",
 ]
@@ -81,6 +86,7 @@ class MetricsSource(Protocol):
 
     def uptime_s(self) -> float: ...
     def snapshot(self) -> SupervisorSnapshot: ...
+    def webrtc_status(self) -> Mapping[str, object]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +99,8 @@ class MetricsInputs:
         streams: The Buses to show (secret-keyed ones already left out).
         capture: `CaptureService.describe()`, None without a capture service.
         watchdog: The watchdog's counters, None when it is not running.
+        webrtc: The webrtc child's figures (``{"state": "off", ...}`` when it is off), None: not shown.
+        process: `process_figures()`, None: not shown.
     """
 
     version: str
@@ -102,6 +110,8 @@ class MetricsInputs:
     streams: Sequence[BusSnapshot] = ()
     capture: Mapping[str, object] | None = None
     watchdog: WatchdogStats | None = None
+    webrtc: Mapping[str, object] | None = None
+    process: Mapping[str, int] | None = None
 
 
 def hidden_stream(name: str, secrets: Mapping[str, Sequence[str]]) -> bool:
@@ -316,6 +326,55 @@ def _capture_families(capture: Mapping[str, object]) -> list[Metric]:
     return out
 
 
+def process_figures() -> dict[str, int]:
+    """What a leak would show (the churn tests read them): trio tasks, threads, resident memory."""
+    count = 0
+    root = trio.lowlevel.current_root_task()
+    pending = [root] if root is not None else []
+    while pending:
+        task = pending.pop()
+        count += 1
+        pending += [child for nursery in task.child_nurseries for child in nursery.child_tasks]
+    try:
+        rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        rss = 0
+    return {"trio_tasks": count, "threads": threading.active_count(), "rss_bytes": rss}
+
+
+def _webrtc_families(webrtc: Mapping[str, object]) -> list[Metric]:
+    running = webrtc.get("state") == "running"
+    out: list[Metric] = [
+        GaugeMetricFamily(
+            "appliance_webrtc_running", "1 while WHEP/WHIP are served (0: disabled or no extra).",
+            value=1.0 if running else 0.0,
+        )
+    ]  # fmt: skip
+    if not running:
+        return out
+    gauges = (
+        ("viewers", "appliance_webrtc_viewers", "WHEP viewers connected or connecting."),
+        ("publishers", "appliance_webrtc_publishers", "WHIP publishers connected or connecting."),
+        ("peer_connections_open", "appliance_webrtc_peer_connections_open",
+         "Peer connections not closed (viewers + publishers; growth with neither is a leak)."),
+        ("loop_tasks", "appliance_webrtc_loop_tasks", "asyncio tasks on the WebRTC loop thread."),
+    )  # fmt: skip
+    for key, name, doc in gauges:
+        value = _num(webrtc.get(key))
+        if value is not None:
+            out.append(GaugeMetricFamily(name, doc, value=value))
+    requested = _num(webrtc.get("keyframes_requested"))
+    if requested is not None:
+        out.append(
+            CounterMetricFamily(
+                "appliance_webrtc_keyframe_requests",
+                "Keyframes asked of the camera's encoder for WebRTC viewers (PLI/FIR, rate-limited).",
+                value=requested,
+            )
+        )
+    return out
+
+
 def collect_families(inputs: MetricsInputs) -> list[Metric]:
     """The metric families of one scrape.
 
@@ -342,6 +401,16 @@ def collect_families(inputs: MetricsInputs) -> list[Metric]:
     out.extend(_stream_families(inputs.streams))
     if inputs.capture is not None:
         out.extend(_capture_families(inputs.capture))
+    if inputs.webrtc is not None:
+        out.extend(_webrtc_families(inputs.webrtc))
+    if inputs.process is not None:
+        out.append(
+            GaugeMetricFamily(
+                "appliance_trio_tasks", "trio tasks alive (growth at a steady load is a leak).",
+                value=inputs.process["trio_tasks"],
+            )
+        )  # fmt: skip
+        out.append(GaugeMetricFamily("appliance_threads", "Threads alive.", value=inputs.process["threads"]))
     if inputs.watchdog is not None:
         w = inputs.watchdog
         out.append(
@@ -376,6 +445,8 @@ def read_inputs(source: MetricsSource) -> MetricsInputs:
         streams=[b for b in source.buses.snapshot() if not hidden_stream(b.name, secrets)],
         capture=capture.describe() if capture is not None else None,
         watchdog=source.watchdog_stats,
+        webrtc=source.webrtc_status(),
+        process=process_figures(),
     )
 
 
@@ -419,7 +490,7 @@ def register_metrics(
     registry = metrics_registry(lambda: read_inputs(source))
 
     async def metrics(request: Request) -> Response:
-        # TODO(security): public or not per `web` config, via appliance.web.auth.read_access, once it exists.
+        # Who may read it is the auth middleware's decision (a GET: what any read needs, web.public).
         # Synchronous on purpose: the collectors read trio-owned state, which is consistent only here.
         return Response(
             generate_latest(registry),

@@ -21,6 +21,7 @@ from appliance.web.metrics import (
     collect_families,
     hidden_stream,
     metrics_registry,
+    process_figures,
     register_metrics,
 )
 
@@ -241,6 +242,9 @@ async def test_endpoint_serves_text_format_with_process_metrics() -> None:
         def status_extra(self) -> dict[str, object]:
             return {}
 
+        def webrtc_status(self) -> dict[str, object]:
+            return {"state": "off", "reason": "disabled: extra not installed"}
+
     source = Source()
     registry = register_metrics(source.routes, source)  # type: ignore[arg-type]
     source.buses.publish("live/cam")
@@ -260,3 +264,26 @@ async def test_endpoint_serves_text_format_with_process_metrics() -> None:
     assert {"process_cpu_seconds", "process_resident_memory_bytes", "appliance_child_up"} <= found
     assert 'appliance_stream_live{stream="live/cam"} 1.0' in text
     assert registry is not None
+
+
+async def test_webrtc_and_process_series() -> None:
+    webrtc = {
+        "state": "running",
+        "viewers": 3,
+        "publishers": 1,
+        "peer_connections_open": 4,
+        "loop_tasks": 12,
+        "keyframes_requested": 5,
+    }
+    process = process_figures()
+    assert process["trio_tasks"] >= 1 and process["threads"] >= 1 and process["rss_bytes"] > 0
+    _, s = scrape(inputs(Supervisor("root", []), BusRegistry(), webrtc=webrtc, process=process))
+    assert value(s, "appliance_webrtc_running") == 1
+    assert value(s, "appliance_webrtc_viewers") == 3
+    assert value(s, "appliance_webrtc_publishers") == 1
+    assert value(s, "appliance_webrtc_peer_connections_open") == 4
+    assert value(s, "appliance_webrtc_keyframe_requests_total") == 5
+    assert value(s, "appliance_trio_tasks") == process["trio_tasks"]
+    off = {"state": "off", "reason": "disabled: extra not installed"}
+    _, s = scrape(inputs(Supervisor("root", []), BusRegistry(), webrtc=off))
+    assert value(s, "appliance_webrtc_running") == 0 and "appliance_webrtc_viewers" not in names(s)
