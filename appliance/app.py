@@ -34,8 +34,8 @@ from appliance.config import Config, ConfigError, PushTarget, changed_sections, 
 from appliance.hw.board import probe_board
 from appliance.log import quote
 from appliance.media.capture.service import CaptureService
+from appliance.media.egress import Push, make_push
 from appliance.media.recorder import Recorder
-from appliance.media.rtmp.push import RtmpPush
 from appliance.media.rtmp.server import RtmpServer, serve_rtmp
 from appliance.supervisor import (
     Backoff,
@@ -110,7 +110,7 @@ class Appliance:
         self.webrtc_off: str | None = None  # why WebRTC is off ("disabled: extra not installed")
         self.cloud: CloudClient | None = None
         # Static pushes ([[push.targets]]), children of `egress` named push:NAME.
-        self.pushes: dict[str, tuple[PushTarget, RtmpPush]] = {}
+        self.pushes: dict[str, tuple[PushTarget, Push]] = {}
         # Start order is this order; stop order the reverse. The watchdog comes last so that it stops
         # first (STOPPING=1 goes out before anything else winds down).
         self.children: list[ChildDef] = [
@@ -244,6 +244,12 @@ class Appliance:
             board=self.board["model"],
             shutdown_s=cfg.supervisor.shutdown_s,
             status=lambda: (self.uptime_s(), status_line(self.snapshot())),
+            make_push=partial(
+                make_push,
+                webrtc=cfg.webrtc,
+                camera=cfg.capture.stream,
+                request_keyframe=self._request_camera_keyframe,
+            ),
         )
         self.cloud = client
         return ChildSpec(name="cloud", factory=client.run, shutdown_s=cfg.supervisor.shutdown_s)
@@ -313,13 +319,23 @@ class Appliance:
         for name, target in wanted.items():
             if name in self.pushes:
                 continue
-            push = RtmpPush(target.name, target.url, target.source, self.buses, verify_tls=target.verify_tls)
+            push = make_push(
+                target.name,
+                target.url,
+                target.source,
+                self.buses,
+                webrtc=cfg.webrtc,
+                verify_tls=target.verify_tls,
+                token=target.token,
+                camera=cfg.capture.stream,
+                request_keyframe=self._request_camera_keyframe,
+            )
             # Permanent: a target that fails (ingest down, refused) is retried with the supervisor's
             # backoff for as long as it is configured.
             spec = ChildSpec(name=name, factory=push.run, shutdown_s=cfg.supervisor.shutdown_s)
             await self.egress.start_child(spec)
             self.pushes[name] = (target, push)
-            log.info("push.added target=%s url=%s source=%s", target.name, push.url, target.source)
+            log.info("push.added target=%s url=%s source=%s", target.name, target.shown_url(), target.source)
 
     # -- what the web app reads (web.app.StatusSource) -----------------------------------------
 
@@ -328,6 +344,10 @@ class Appliance:
 
     def snapshot(self) -> SupervisorSnapshot:
         return self.root.snapshot()
+
+    def _request_camera_keyframe(self) -> object:
+        # Looked up at each request: a reload may replace the capture service.
+        return self.capture.request_keyframe() if self.capture is not None else False
 
     def webrtc_status(self) -> Mapping[str, object]:
         """The webrtc child's figures, or why it is off (``/api/status``, ``/metrics``)."""

@@ -457,26 +457,38 @@ class CaptureConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PushTarget:
-    """One static push: a Bus to a remote RTMP(S) ingest."""
+    """One static push: a Bus to a remote RTMP(S) ingest or WHIP endpoint."""
 
     name: str
     url: str  # holds the ingest's stream key: never logged or shown whole
     source: str = "live/cam"
     verify_tls: bool = True
     enabled: bool = True
+    token: str = ""  # WHIP's bearer token: never logged or shown
+
+    @property
+    def whip(self) -> bool:
+        from appliance.media.whip_url import is_whip_url
+
+        return is_whip_url(self.url)
 
     def shown_url(self) -> str:
+        if self.whip:
+            from appliance.media.whip_url import parse_whip_url
+
+            return str(parse_whip_url(self.url))
         scheme, _, rest = self.url.partition("://")
         host, _, path = rest.partition("/")
         app = path.partition("/")[0]
         return f"{scheme}://{host}/{app}/<key>"
 
 
-_TARGET_KEYS = ("name", "url", "source", "verify_tls", "enabled")
+_TARGET_KEYS = ("name", "url", "source", "verify_tls", "enabled", "token")
 
 
 def parse_targets(value: object) -> tuple[PushTarget, ...]:
-    from appliance.media.rtmp.url import parse_rtmp_url  # the same (pure) parser the push uses
+    from appliance.media.rtmp.url import parse_rtmp_url  # the same (pure) parsers the pushes use
+    from appliance.media.whip_url import is_whip_url, parse_whip_url
 
     if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
         raise _Invalid('want [[push.targets]] tables with name = "...", url = "rtmp://..."')
@@ -493,11 +505,16 @@ def parse_targets(value: object) -> tuple[PushTarget, ...]:
         where = f"[{name}]"
         url = table.get("url")
         if not isinstance(url, str):
-            raise _Invalid(f"{where}.url: want rtmp://HOST[:PORT]/APP/KEY or rtmps://...")
+            raise _Invalid(f"{where}.url: want rtmp://HOST[:PORT]/APP/KEY, rtmps://... or https://... (WHIP)")
         try:
-            parse_rtmp_url(url)
+            (parse_whip_url if is_whip_url(url) else parse_rtmp_url)(url)
         except ValueError as e:
             raise _Invalid(f"{where}.url: {e}") from None
+        token = table.get("token", "")
+        if not isinstance(token, str):
+            raise _Invalid(f"{where}.token: want a string (the WHIP endpoint's bearer token)")
+        if token and not is_whip_url(url):
+            raise _Invalid(f"{where}.token: only for WHIP (https://) URLs; an RTMP URL carries its key")
         source = table.get("source", "live/cam")
         if not isinstance(source, str) or not _BUS_NAME_RE.fullmatch(source):
             raise _Invalid(f'{where}.source: want a stream name "app/key"')
@@ -509,7 +526,7 @@ def parse_targets(value: object) -> tuple[PushTarget, ...]:
             flags[key] = flag
         if any(t.name == name for t in out):
             raise _Invalid(f"{where}: two targets with this name")
-        out.append(PushTarget(name=name, url=url, source=source, **flags))
+        out.append(PushTarget(name=name, url=url, source=source, token=token, **flags))
     return tuple(out)
 
 
@@ -519,7 +536,8 @@ class PushConfig:
         "targets",
         parse_targets,
         (),
-        "[[push.targets]] name, url (rtmp:// or rtmps://), source, verify_tls, enabled",
+        "[[push.targets]] name, url (rtmp://, rtmps://, or https:// for WHIP), source, verify_tls, enabled, "
+        "token (WHIP's bearer token)",
         secret=True,
     )
 
@@ -746,7 +764,7 @@ def _render(value: object, f: dataclasses.Field[Any]) -> object:
         # Stream keys never leave the process.
         return [
             {"name": t.name, "url": t.shown_url(), "source": t.source, "verify_tls": t.verify_tls,
-             "enabled": t.enabled}
+             "enabled": t.enabled, "token": "<set>" if t.token else ""}
             for t in value
         ]  # fmt: skip
     if f.metadata.get("secret") and isinstance(value, tuple):

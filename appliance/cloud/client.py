@@ -3,7 +3,8 @@
 The device connects out (so it works behind NAT) to `cloud.url` with its bearer token, says `hello`,
 re-announces its stream (the controller adopts or stops it) and then feeds every frame to the sans-IO
 lifecycle. The lifecycle's actions run in one task, in order: `Send` goes out on the socket when it is up
-(dropped otherwise), `StartPush`/`StopPush` start and stop an `RtmpPush` child `cloud:ID` in the `egress`
+(dropped otherwise), `StartPush`/`StopPush` start and stop a push child `cloud:ID` (RTMP, or WHIP for a WHIP
+endpoint URL: `appliance.media.egress.make_push`) in the `egress`
 supervisor, and the push's state changes flow back into the lifecycle as statuses.
 
 A lost socket is retried with exponential backoff and jitter. The stream keeps running meanwhile, until
@@ -27,7 +28,8 @@ from appliance.cloud import protocol
 from appliance.cloud.lifecycle import Action, DeviceStreams, Send, StartPush, StopPush
 from appliance.config import CloudConfig
 from appliance.log import quote
-from appliance.media.rtmp.push import RtmpPush
+from appliance.media.egress import Push, make_push
+from appliance.media.webrtc import missing_extra
 from appliance.supervisor import ChildSpec, DynamicSupervisor
 
 __all__ = ["CloudClient"]
@@ -37,6 +39,8 @@ log = logging.getLogger("appliance.cloud")
 _PUSH_STATES = {"connecting": "connecting", "waiting": "connecting", "streaming": "streaming",
                 "reconnecting": "reconnecting", "error": "error"}  # fmt: skip
 _ACTIONS_QUEUE = 256
+# What hello says the device can push to: WHIP only with the webrtc extra.
+_CAPABILITIES = ["rtmp", "rtmps"] + (["whip"] if missing_extra() is None else [])
 
 
 def child_name(stream_id: str) -> str:
@@ -66,6 +70,7 @@ class CloudClient:
         board: str,
         shutdown_s: float = 10.0,
         status: Callable[[], tuple[float, str]] = lambda: (0.0, "ok"),
+        make_push: Callable[..., Push] = make_push,
     ) -> None:
         self.cfg = cfg
         self.egress = egress
@@ -75,6 +80,8 @@ class CloudClient:
         self.board = board
         self.shutdown_s = shutdown_s
         self.status = status  # (uptime_s, health) for device_status
+        # (name, url, source, buses, token=, on_state=) -> the push (RTMP or WHIP by the URL)
+        self.make_push = make_push
         self.state = "off" if not cfg.url else "connecting"
         self.connects = 0
         self.last_error: str | None = None
@@ -84,7 +91,7 @@ class CloudClient:
         self._changed = trio.Event()
         self._heartbeat_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
-        self._pushes: dict[str, RtmpPush] = {}  # stream_id -> its push, for the heartbeat's stats
+        self._pushes: dict[str, Push] = {}  # stream_id -> its push, for the heartbeat's stats
 
     def describe(self) -> dict[str, object]:
         active = self.streams.active
@@ -170,7 +177,7 @@ class CloudClient:
                     await ws.send_message(
                         protocol.hello(
                             device_id=self.device_id, version=self.version, board=self.board,
-                            capabilities=["rtmp", "rtmps"], now_ms=wall_ms,
+                            capabilities=_CAPABILITIES, now_ms=wall_ms,
                         )
                     )  # fmt: skip
                     self._queue(self.streams.announce(self._now()))
@@ -220,13 +227,16 @@ class CloudClient:
                 self._queue(self.streams.push_state(stream_id, mapped, self._now(), error=error))
 
         try:
-            push = RtmpPush(name, action.url, action.source, self.buses, on_state=on_state)
+            push = self.make_push(
+                name, action.url, action.source, self.buses, token=action.token, on_state=on_state
+            )
         except ValueError as e:
             self._queue(self.streams.push_state(stream_id, "error", self._now(), error=str(e)))
             return
         await self.egress.start_child(ChildSpec(name=name, factory=push.run, shutdown_s=self.shutdown_s))
         self._pushes[stream_id] = push
-        log.info("cloud.push_started stream=%s url=%s source=%s", quote(stream_id), push.url, action.source)
+        shown = push.describe()["url"]
+        log.info("cloud.push_started stream=%s url=%s source=%s", quote(stream_id), shown, action.source)
 
     async def _stop_push(self, action: StopPush) -> None:
         name = child_name(action.stream_id)

@@ -446,6 +446,7 @@ class Controller:
                     video=start.video,
                     audio=start.audio,
                     duration_limit_ms=start.duration_limit_ms,
+                    token=start.token,
                 ),
                 trio.current_time(),
                 replace=replace,
@@ -466,17 +467,24 @@ class Controller:
         )
 
     def _start_request(self, device_id: str, doc: Mapping[str, Any]) -> tuple[StartRequest, bool]:
-        """The operator's start body: {mode, rtmpUrl (unmanaged), streamId?, appId?, source?, video?,
-        audio?, durationLimit?, replace?}."""
+        """The operator's start body: {mode, rtmpUrl or streamUrl (unmanaged; streamUrl may be a WHIP
+        endpoint), streamToken? (WHIP's bearer token), streamId?, appId?, source?, video?, audio?,
+        durationLimit?, replace?}."""
         mode = doc.get("mode", "unmanaged")
         if mode not in ("managed", "unmanaged"):
             raise ValueError('mode: want "managed" or "unmanaged"')
         stream_id = doc.get("streamId") or f"s-{secrets.token_hex(6)}"
         if not isinstance(stream_id, str) or not _ID_RE.fullmatch(stream_id):
             raise ValueError("streamId: want 1-128 letters, digits, '_', '.', ':' or '-'")
-        url = doc.get("rtmpUrl", "")
+        url = doc.get("rtmpUrl") or doc.get("streamUrl", "")
         if mode == "unmanaged" and (not isinstance(url, str) or not url):
-            raise ValueError("rtmpUrl: an unmanaged stream needs the ingest's rtmp:// or rtmps:// URL")
+            raise ValueError(
+                "rtmpUrl: an unmanaged stream needs the ingest's rtmp:// or rtmps:// URL (or streamUrl: "
+                "a WHIP endpoint's https:// URL)"
+            )
+        token = doc.get("streamToken", "")
+        if not isinstance(token, str):
+            raise ValueError("streamToken: want a string (the WHIP endpoint's bearer token)")
         if mode == "managed" and url:
             raise ValueError("rtmpUrl: a managed stream's ingest is the controller's own; leave it out")
         app_id = doc.get("appId", "")
@@ -507,6 +515,7 @@ class Controller:
             video=doc.get("video"),
             audio=doc.get("audio"),
             duration_limit_ms=limit,
+            token=token,
         )
         return request, replace
 

@@ -43,6 +43,7 @@ from typing import Any, Final
 from appliance.cloud import protocol, reports
 from appliance.cloud.protocol import MessageError, StreamStats
 from appliance.media.rtmp.url import parse_rtmp_url
+from appliance.media.whip_url import is_whip_url, parse_whip_url
 
 __all__ = [
     "ENDED_STATES",
@@ -140,7 +141,9 @@ class StartRequest:
     Attributes:
         stream_id: Unique among all streams the registry remembers.
         device_id: Which device pushes.
-        url: Where it pushes (``rtmp://``/``rtmps://``, with the key): never logged or shown.
+        url: Where it pushes (``rtmp://``/``rtmps://`` with the key, or a WHIP endpoint): never logged or
+            shown.
+        token: A WHIP endpoint's bearer token, or "": never logged or shown.
         mode: ``managed`` (the controller hosts the ingest) or ``unmanaged`` (the caller's URL).
         app_id, source, video, audio, duration_limit_ms: Passed on to the device.
     """
@@ -154,6 +157,7 @@ class StartRequest:
     video: Mapping[str, Any] | None = None
     audio: Mapping[str, Any] | None = None
     duration_limit_ms: int | None = None
+    token: str = field(default="", repr=False)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -593,6 +597,7 @@ class StreamLifecycleController:
             video=r.video,
             audio=r.audio,
             duration_limit_ms=limit,
+            token=r.token,
         )
         return SendTo(conn, text)
 
@@ -728,7 +733,7 @@ class StreamLifecycleController:
 
 def _url_problem(url: str) -> str | None:
     try:
-        parse_rtmp_url(url)
+        (parse_whip_url if is_whip_url(url) else parse_rtmp_url)(url)
     except ValueError as e:
         return str(e)
     return None

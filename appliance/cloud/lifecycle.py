@@ -69,6 +69,7 @@ class StartPush:
     stream_id: str
     url: str = field(repr=False)
     source: str
+    token: str = field(default="", repr=False)  # a WHIP endpoint's bearer token
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +121,7 @@ class ActiveStream:
     error: str | None = None
     stats: StreamStats | None = None
     media: Mapping[str, Mapping[str, object]] | None = None
+    token: str = field(default="", repr=False)  # a WHIP endpoint's bearer token
 
 
 class DeviceStreams:
@@ -351,7 +353,11 @@ class DeviceStreams:
         actions: list[Action] = []
         current = self._active
         if current is not None and current.stream_id == message.stream_id:
-            if current.state != "stopping" and (current.url, current.source) == (message.url, message.source):
+            if current.state != "stopping" and (current.url, current.source, current.token) == (
+                message.url,
+                message.source,
+                message.token,
+            ):
                 # A repeat (the controller retried, or reconciles after a reconnect): no restart.
                 self._active = dataclasses.replace(current, last_seen=now)
                 return [self._status(current, now)]
@@ -374,10 +380,11 @@ class DeviceStreams:
             duration_limit_ms=message.duration_limit_ms,
             video=message.video,
             audio=message.audio,
+            token=message.token,
         )
         self._active = new
         actions += [
-            StartPush(stream_id=new.stream_id, url=new.url, source=new.source),
+            StartPush(stream_id=new.stream_id, url=new.url, source=new.source, token=new.token),
             self._status(new, now),
         ]
         return actions

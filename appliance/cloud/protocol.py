@@ -6,7 +6,8 @@ The device connects out to a fleet controller. Every message is a JSON object
 Controller -> device (`parse_controller_message`):
 
 - ``start_rtmp_stream {streamId, appId, rtmpUrl, video?, audio?, stream?: {durationLimit?}, source?}``
-  (alias ``start_stream``, with ``streamUrl`` in place of ``rtmpUrl``) -> `StartStream`;
+  (alias ``start_stream``, with ``streamUrl`` in place of ``rtmpUrl``; a WHIP endpoint URL there, with
+  an optional ``streamToken``, the bearer token, makes it a WHIP push) -> `StartStream`;
 - ``stop_rtmp_stream {streamId, appId}`` (alias ``stop_stream``) -> `StopStream`;
 - ``keep_rtmp_stream_alive {streamId, ackId}`` (alias ``keep_stream_alive``) -> `KeepAlive`.
 
@@ -32,6 +33,7 @@ from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
 from appliance.media.rtmp.url import parse_rtmp_url
+from appliance.media.whip_url import is_whip_url, parse_whip_url
 
 __all__ = [
     "DEFAULT_SOURCE",
@@ -102,7 +104,9 @@ class StartStream:
     Attributes:
         stream_id: The controller's id for this stream; every status names it.
         app_id: The controller's application id, echoed in statuses.
-        url: The ingest, ``rtmp://`` or ``rtmps://``; its path holds the stream key: never log or show it.
+        url: The ingest, ``rtmp://`` or ``rtmps://``, or a WHIP endpoint (``https://``, ``whip://``; see
+            `appliance.media.whip_url`); its path holds the stream key: never log or show it.
+        token: The WHIP endpoint's bearer token (``streamToken``), or "".
         source: The Bus to push, ``app/key`` (default ``live/cam``).
         video: Wished ``{width, height, bitrate, fps}``, or None; reported, not acted on.
         audio: Wished ``{bitrate, sampleRate}``, or None; reported, not acted on.
@@ -118,6 +122,7 @@ class StartStream:
     audio: Mapping[str, Any] | None = None
     duration_limit_ms: int | None = None
     alias: bool = False
+    token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,6 +314,11 @@ def _parse_start(reader: FieldReader, alias: bool, url_key: str) -> StartStream:
         source = DEFAULT_SOURCE
     elif not isinstance(source, str) or not _BUS_NAME_RE.fullmatch(source):
         reader.fail("source", 'want a stream name "app/key", like "live/cam"')
+    token = reader.obj.get("streamToken", "")
+    if not isinstance(token, str) or len(token) > _MAX_URL_CHARS:
+        reader.fail("streamToken", "want a string (the WHIP endpoint's bearer token)")
+    if token and not is_whip_url(url):
+        reader.fail("streamToken", "only for a WHIP (https://) URL; an RTMP URL carries its key")
     limit: int | None = None
     stream = reader.table("stream")
     if stream is not None and stream.get("durationLimit") is not None:
@@ -327,6 +337,7 @@ def _parse_start(reader: FieldReader, alias: bool, url_key: str) -> StartStream:
         audio=reader.wishes("audio", _AUDIO_KEYS),
         duration_limit_ms=limit,
         alias=alias,
+        token=token,
     )
 
 
@@ -337,12 +348,8 @@ def _url_problem(url: str) -> str | None:
     """
     if len(url) > _MAX_URL_CHARS:
         return f"longer than {_MAX_URL_CHARS} characters"
-    if url.startswith(("http://", "https://")):
-        return (
-            "WHIP (http/https) ingests are not supported yet; want rtmp://HOST[:PORT]/APP/KEY or rtmps://..."
-        )
     try:
-        parse_rtmp_url(url)
+        (parse_whip_url if is_whip_url(url) else parse_rtmp_url)(url)
     except ValueError as e:
         return str(e)
     return None

@@ -26,6 +26,7 @@ from appliance.cloud.protocol import (
     is_number,
     loads_strict,
 )
+from appliance.media.whip_url import is_whip_url
 
 __all__ = [
     "DeviceError",
@@ -198,18 +199,29 @@ def start_stream(
     video: Mapping[str, Any] | None = None,
     audio: Mapping[str, Any] | None = None,
     duration_limit_ms: int | None = None,
+    token: str = "",
 ) -> str:
-    """``start_rtmp_stream``: push `source` (default the device's camera) to `url`.
+    """``start_rtmp_stream``: push `source` (default the device's camera) to `url`; for a WHIP endpoint
+    (or with a `token`), ``start_stream`` with ``streamUrl`` and ``streamToken``, which only devices
+    that know WHIP accept.
 
     Args:
         stream_id, app_id: The controller's ids for the stream.
-        url: ``rtmp://`` or ``rtmps://``, with the stream key.
+        url: ``rtmp://`` or ``rtmps://``, with the stream key, or a WHIP endpoint URL.
         now_ms: The wall clock, ms since the Unix epoch.
         source: The device's Bus to push, or None for its default.
         video, audio: Wishes, passed on as they are.
         duration_limit_ms: The device stops the stream this long after it starts.
+        token: The WHIP endpoint's bearer token.
     """
-    fields: dict[str, object] = {"streamId": stream_id, "appId": app_id, "rtmpUrl": url}
+    whip = bool(token) or is_whip_url(url)
+    fields: dict[str, object] = {
+        "streamId": stream_id,
+        "appId": app_id,
+        "streamUrl" if whip else "rtmpUrl": url,
+    }
+    if token:
+        fields["streamToken"] = token
     if source is not None:
         fields["source"] = source
     if video is not None:
@@ -218,7 +230,7 @@ def start_stream(
         fields["audio"] = dict(audio)
     if duration_limit_ms is not None:
         fields["stream"] = {"durationLimit": duration_limit_ms}
-    return dumps_message("start_rtmp_stream", now_ms, fields)
+    return dumps_message("start_stream" if whip else "start_rtmp_stream", now_ms, fields)
 
 
 def stop_stream(stream_id: str, app_id: str, now_ms: int) -> str:

@@ -149,8 +149,11 @@ def test_start_malformed_names_the_field(fields: dict[str, Any], error: str) -> 
 @pytest.mark.parametrize(
     ("url", "error"),
     [
-        (f"http://ingest.example.com/whip/{KEY}", "not supported yet"),
-        (f"https://ingest.example.com/whip/{KEY}", "not supported yet"),
+        (
+            f"http://ingest.example.com/whip/{KEY}",
+            "http:// to ingest.example.com: the token would go in clear",
+        ),
+        (f"https://user:pw@ingest.example.com/whip/{KEY}", "credentials in the URL"),
         (f"srt://ingest.example.com/live/{KEY}", "want rtmp://"),
         (f"ingest.example.com/live/{KEY}", "want rtmp://"),
         (f"rtmp:///live/{KEY}", "no host"),
@@ -168,6 +171,21 @@ def test_bad_urls_refused_without_their_key(url: str, error: str) -> None:
     assert str(e).startswith("start_rtmp_stream.rtmpUrl: ")
     assert error in str(e)
     assert e.about == {"type": "start_rtmp_stream", "streamId": "s1"}
+
+
+def test_whip_endpoints_are_accepted_with_their_token() -> None:
+    parsed = parse_controller_message(
+        msg(
+            **start(type="start_stream", streamUrl=f"whip://ingest.example.com/whip/{KEY}", streamToken="t0k")
+        )
+    )
+    assert isinstance(parsed, StartStream)
+    assert parsed.url == f"whip://ingest.example.com/whip/{KEY}" and parsed.token == "t0k"
+    assert "t0k" not in repr(parsed) and KEY not in repr(parsed)
+    e = refused(
+        msg(**start(type="start_stream", streamUrl=f"rtmp://i.example.com/live/{KEY}", streamToken="t"))
+    )
+    assert str(e).startswith("start_stream.streamToken: only for a WHIP")
 
 
 def test_keep_alive_malformed() -> None:

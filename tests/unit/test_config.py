@@ -263,9 +263,15 @@ enabled = false
     ("table", "message"),
     [
         (
-            'name = "a"\nurl = "http://x/live/k"',
+            'name = "a"\nurl = "srt://x/live/k"',
             "push.targets=<secret>: [a].url: want rtmp://HOST[:PORT]/APP/KEY",
         ),
+        (
+            'name = "a"\nurl = "http://x/live/k"',
+            "push.targets=<secret>: [a].url: http:// to x: the token would go in clear; use https://",
+        ),
+        ('name = "a"\nurl = "rtmp://x/live/k"\ntoken = "t"', "[a].token: only for WHIP (https://) URLs"),
+        ('name = "a"\nurl = "https://x/whip/k"\ntoken = 5', "[a].token: want a string"),
         ('name = "a"\nurl = "rtmp://x/live"', "[a].url: no app or stream key in the path; want rtmp://"),
         ('url = "rtmp://x/live/k"', "[0].name: want a name"),
         (
