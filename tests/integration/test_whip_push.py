@@ -17,6 +17,15 @@ import pytest
 
 from tests.harness import ApplianceProcess, http_get
 from tests.integration.rtmp_peers import camera_appliance, free_port, probe
+from tests.integration.test_controller import (
+    DEVICE_TOKEN,
+    api,
+    connected,
+    start_controller,
+    stop_all,
+    stream_is,
+    until,
+)
 from tests.integration.test_webrtc import WEBRTC, require_aiortc
 
 SECRET = "whip-publish-secret"
@@ -126,3 +135,42 @@ token = "not-the-secret"
             assert publisher(base_b, "live/fromcam") is None
         finally:
             assert sender.stop() == 0
+
+
+@pytest.mark.peers
+def test_the_cloud_channel_starts_and_stops_a_whip_push(tmp_path: Path) -> None:
+    """The reference controller sends ``start_stream`` with a WHIP ``streamUrl`` and ``streamToken``; the
+    device pushes to the WHIP endpoint; ``stop_stream`` ends it and the endpoint sees the DELETE."""
+    require_aiortc()
+    port, whip_port = free_port(), free_port()
+    controller = start_controller(port, free_port())
+    cloud = f"""
+[cloud]
+url = "ws://127.0.0.1:{port}/device"
+token = "{DEVICE_TOKEN}"
+device_id = "north-gate"
+heartbeat = "1s"
+"""
+    with ingest(tmp_path / "b", whip_port) as (receiver, base_b):
+        app = camera_appliance(tmp_path, WEBRTC + cloud)
+        try:
+            controller.event("controller.listening")
+            until(lambda: connected(port), what="device connected")
+            body = {
+                "streamId": "w1",
+                "streamUrl": f"http://127.0.0.1:{whip_port}/whip/live/cloud",
+                "streamToken": SECRET,
+            }
+            status, doc = api(port, "POST", "/api/devices/north-gate/streams", body)
+            assert status == 201, doc
+            assert wait_for(lambda: publisher(base_b, "live/cloud")), app.log_text()
+            is_streaming = stream_is(port, "w1", "streaming")
+            streaming = until(lambda: (d := is_streaming()) and d.get("media") and d, what="w1 media")
+            assert streaming["media"]["video"]["codec"] == "h264"
+            assert streaming["media"]["audio"]["codec"] == "opus"
+            status, _ = api(port, "DELETE", "/api/streams/w1")
+            assert status in (200, 202)
+            ended = receiver.event("whip.unpublish", stream="live/cloud")
+            assert ended["why"] == "deleted"
+        finally:
+            assert stop_all(app, controller) == [0, 0]
