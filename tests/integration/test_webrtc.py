@@ -204,7 +204,9 @@ def test_a_stream_with_b_frames_is_transcoded_once_or_refused(tmp_path: Path) ->
 
 
 def test_without_the_extra_whep_is_503_and_everything_else_runs(tmp_path: Path) -> None:
-    app = camera_appliance(tmp_path, env={"PYTHONPATH": str(NO_AIORTC)})
+    # A WHIP push target too: it says why it sends nothing, and the rest runs.
+    target = '[[push.targets]]\nname = "w"\nurl = "https://whip.example.com/whip/k"\ntoken = "t"\n'
+    app = camera_appliance(tmp_path, target, env={"PYTHONPATH": str(NO_AIORTC)})
     try:
         base = app.web_url()
         app.wait_healthy(base)
@@ -217,6 +219,10 @@ def test_without_the_extra_whep_is_503_and_everything_else_runs(tmp_path: Path) 
         assert status_doc["webrtc"] == {"state": "off", "reason": "disabled: extra not installed"}
         children = {c["name"]: c["state"] for c in status_doc["supervisor"]["children"]}
         assert children["webrtc"] == "running" and children["capture"] == "running"
+        [push] = status_doc["pushes"]
+        assert push["state"] == "disabled: extra not installed" and push["protocol"] == "whip"
+        status, _headers, body = raw_request(base, "/whip/live/x", "POST")
+        assert status == 503 and b"disabled: extra not installed" in body
     finally:
         assert app.stop() == 0
 
