@@ -80,6 +80,13 @@ class FeedSource(Protocol):
     def describe_streams(self) -> list[dict[str, Any]]: ...
 
 
+def _webrtc(src: object) -> dict[str, object]:
+    """Whether the page's live previews can play (WHEP served), and why not."""
+    read = getattr(src, "webrtc_status", None)
+    status = read() if callable(read) else {"state": "off", "reason": "no webrtc subsystem"}
+    return {"state": status.get("state"), "reason": status.get("reason")}
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One built status: its sequence number, when it was built (trio time) and its JSON text."""
@@ -206,6 +213,7 @@ class StatusFeed:
             "system": system,
             "streams": streams,
             "recording": _recording(src.recorder),
+            "webrtc": _webrtc(src),
         }
 
     async def current(self) -> Snapshot:

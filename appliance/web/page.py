@@ -39,6 +39,8 @@ CSP = (
     "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
+# The player may be framed by the status page (its live previews), and by nothing else.
+PLAYER_CSP = CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +51,11 @@ class StaticFile:
     media_type: str
     etag: str
 
-    def response(self, request: Request, *, page: bool = False) -> Response:
+    def response(self, request: Request, *, page: bool = False, csp: str = CSP) -> Response:
         """200 with the file, or 304 when the browser's copy (``If-None-Match``) is this version."""
         headers = {"ETag": self.etag, "Cache-Control": "no-cache"}
         if page:
-            headers["Content-Security-Policy"] = CSP
+            headers["Content-Security-Policy"] = csp
         if etag_matches(request.headers.get("if-none-match", ""), self.etag):
             return Response(status_code=304, headers=headers)
         return Response(self.body, media_type=self.media_type, headers=headers)
@@ -101,7 +103,7 @@ def register_page(routes: RouteRegistry, *, owner: str = "web", directory: Path 
         return found.response(request)
 
     async def watch(request: Request) -> Response:
-        return player.response(request, page=True)
+        return player.response(request, page=True, csp=PLAYER_CSP)
 
     routes.add_route("/", page, methods=["GET"], owner=owner)
     routes.add_route("/static/{file}", static, methods=["GET"], owner=owner)

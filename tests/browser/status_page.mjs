@@ -99,6 +99,44 @@ async function main() {
       }, null, { timeout: WAIT_MS })
       .then((handle) => handle.jsonValue(), () => page.evaluate(() => ({ error: document.querySelector("#player").error?.message ?? "not ready" })));
   }
+  // The live preview: the card's Live button frames /watch (WHEP); the stream then lists a webrtc
+  // subscriber, and stopping it hangs up (the subscriber goes). ICE on 127.0.0.1 (Chromium's flags and
+  // the appliance's webrtc.ice_addresses).
+  let live = null;
+  if (opts.live) {
+    const card = `#stream-list article[data-stream="${opts.stream}"]`;
+    const webrtcSubscribers = async () => {
+      const doc = await (await page.request.get(`${opts.url}api/streams`)).json();
+      const st = doc.streams.find((s) => s.name === opts.stream);
+      return st ? st.subscribers.filter((s) => s.protocol === "webrtc") : [];
+    };
+    await page.waitForSelector(`${card} button.live:not([disabled])`, { timeout: WAIT_MS });
+    await page.click(`${card} button.live`);
+    const frame = page.frameLocator(`${card} .preview iframe`);
+    await frame.locator("body.embed video").waitFor({ timeout: WAIT_MS });
+    const handle = await page.waitForSelector(`${card} .preview iframe`);
+    const inner = await handle.contentFrame();
+    const playing = await inner.waitForFunction(() => {
+      const v = document.querySelector("video");
+      return v && v.videoWidth > 0 && v.currentTime > 1 ? { width: v.videoWidth, height: v.videoHeight } : null;
+    }, null, { timeout: WAIT_MS }).then((h) => h.jsonValue());
+    const pair = await inner.evaluate(async () => {
+      const reports = [...(await window.player.pc.getStats()).values()];
+      const byId = Object.fromEntries(reports.map((r) => [r.id, r]));
+      const transport = reports.find((r) => r.type === "transport");
+      const p = byId[transport?.selectedCandidatePairId];
+      return p ? [byId[p.localCandidateId]?.address, byId[p.remoteCandidateId]?.address] : null;
+    });
+    const whileLive = await webrtcSubscribers();
+    await page.click(`${card} button.live`);
+    let afterStop = whileLive;
+    for (let i = 0; i < 50 && afterStop.length; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      afterStop = await webrtcSubscribers();
+    }
+    live = { playing, pair, subscribers_while_live: whileLive.length, subscribers_after_stop: afterStop.length,
+      iframe_gone: (await page.$(`${card} .preview iframe`)) === null };
+  }
   const state = await page.textContent(`#children tr[data-path="${opts.child}"] .badge`);
   // Let the plot gather a few more points before the picture.
   await page.waitForFunction(() => document.querySelectorAll("#interfaces tr").length > 0, null, { timeout: WAIT_MS });
@@ -122,6 +160,7 @@ async function main() {
     preview_loaded: previewLoaded,
     recordings: await page.$$eval("#rec-list tr[data-file]", (trs) => trs.map((t) => t.dataset.file)),
     video,
+    live,
     console_errors: consoleErrors,
     page_errors: pageErrors,
     screenshot: opts.screenshot,

@@ -66,7 +66,7 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Applia
     pw_hash = hash_password(PASSWORD, n=1024, r=8, p=1)
     with running_camera(
         tmp,
-        '[record]\nstreams = ["live/cam"]\nsegment = "1s"\n',
+        '[record]\nstreams = ["live/cam"]\nsegment = "1s"\n[webrtc]\nice_addresses = ["127.0.0.1"]\n',
         args=("--set", f'web.password_hash="{pw_hash}"', "--set", f'web.api_tokens=["{TOKEN}"]'),
     ) as running:
         yield running
@@ -187,6 +187,7 @@ def test_page_in_headless_chromium(appliance: tuple[ApplianceProcess, str], tmp_
             "password": PASSWORD,
             "chromium": chromium,
             "recording": True,
+            "live": True,
         }
     )
     try:
@@ -220,6 +221,9 @@ def test_page_in_headless_chromium(appliance: tuple[ApplianceProcess, str], tmp_
     assert done["preview_loaded"] is True
     assert done["recordings"] and all(f.startswith("live/cam/") for f in done["recordings"])
     assert done["video"] == {"width": 320, "height": 240}
+    live = done["live"]
+    assert live["playing"] == {"width": 320, "height": 240} and live["pair"] == ["127.0.0.1", "127.0.0.1"]
+    assert live["subscribers_while_live"] == 1 and live["subscribers_after_stop"] == 0 and live["iframe_gone"]
     assert done["console_errors"] == [] and done["page_errors"] == []
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     app.event("web.restart_requested", child="capture")

@@ -215,9 +215,11 @@ function makeCard(name) {
   const preview = el("div", { class: "preview" }, img, noPreview);
   const record = el("button", { type: "button", class: "act", onclick: () => toggleRecord(name) }, "Record");
   const keyframe = el("button", { type: "button", class: "act", onclick: () => requestKeyframe(name) }, "Keyframe");
+  // Live: the preview becomes the WHEP player (/watch, framed); watching is a read, no login needed.
+  const live = el("button", { type: "button", class: "live", "aria-pressed": "false", onclick: () => toggleLive(name) }, "Live");
   const card = el("article", { class: "card", dataset: { stream: name } }, preview,
-    el("div", { class: "info" }, el("h3", {}, name), dl, spark, el("div", { class: "actions" }, record, keyframe)));
-  const entry = { card, fields, spark, img, noPreview, record, loading: false, hasVideo: false };
+    el("div", { class: "info" }, el("h3", {}, name), dl, spark, el("div", { class: "actions" }, live, record, keyframe)));
+  const entry = { card, fields, spark, img, noPreview, preview, record, live, player: null, loading: false, hasVideo: false };
   img.addEventListener("load", () => { entry.loading = false; img.hidden = false; noPreview.hidden = true; });
   img.addEventListener("error", () => { entry.loading = false; img.hidden = true; noPreview.hidden = false; });
   return entry;
@@ -248,14 +250,50 @@ function renderStreams(s) {
     c.hasVideo = !!v && !st.name.includes("<");
     drawSpark(c.spark, st.name);
   }
-  for (const [name, c] of state.cards) if (!seen.has(name)) { c.card.remove(); state.cards.delete(name); }
+  for (const [name, c] of state.cards) if (!seen.has(name)) { stopLive(c); c.card.remove(); state.cards.delete(name); }
   $("no-streams").hidden = s.streams.length > 0;
+  updateLive(s);
   updateActions();
 }
 
+function stopLive(c) {
+  if (!c.player) return;
+  c.player.remove(); // its pagehide DELETEs the WHEP session
+  c.player = null;
+  c.preview.classList.remove("playing");
+  c.live.setAttribute("aria-pressed", "false");
+  setText(c.live, "Live");
+}
+
+function toggleLive(name) {
+  const c = state.cards.get(name);
+  if (!c) return;
+  if (c.player) { stopLive(c); return; }
+  c.player = el("iframe", { src: `watch/${pathUrl(name)}?embed`, title: `live ${name}`, allow: "autoplay" });
+  c.preview.append(c.player);
+  c.preview.classList.add("playing");
+  c.live.setAttribute("aria-pressed", "true");
+  setText(c.live, "Stop live");
+}
+
+function updateLive(s) {
+  const rtc = s.webrtc || {};
+  const why = rtc.state === "running" ? "" : `WebRTC is off: ${rtc.reason || rtc.state || "unknown"}`;
+  for (const c of state.cards.values()) {
+    c.live.disabled = !!why || !c.hasVideo;
+    c.live.title = why || (c.hasVideo ? "play it live over WebRTC (WHEP)" : "no video");
+    if (c.live.disabled) stopLive(c);
+  }
+}
+
+// A hidden page holds no viewers: live previews stop and are not restarted by themselves.
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) for (const c of state.cards.values()) stopLive(c);
+});
+
 function refreshPreviews() {
   for (const [name, c] of state.cards) {
-    if (!c.hasVideo || c.loading || document.hidden) continue;
+    if (!c.hasVideo || c.loading || c.player || document.hidden) continue;
     c.loading = true;
     c.img.src = `api/streams/${pathUrl(name)}/snapshot.jpg?width=320&t=${Date.now()}`;
   }

@@ -9,6 +9,8 @@ const stream = decodeURIComponent(location.pathname.replace(/^\/watch\//, "")) |
 const endpoint = new URL(`/whep/${stream.split("/").map(encodeURIComponent).join("/")}`, location.href);
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const video = document.getElementById("video");
+// ?embed: inside the status page's live preview: the picture only.
+if (new URLSearchParams(location.search).has("embed")) document.body.classList.add("embed");
 const stateEl = document.getElementById("state");
 const messageEl = document.getElementById("message");
 
