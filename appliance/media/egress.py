@@ -15,7 +15,9 @@ import trio
 
 from appliance.bus import BusRegistry
 from appliance.config import WebrtcConfig
-from appliance.media.rtmp.push import PushStats, RtmpPush
+from appliance.log import quote
+from appliance.media.push_base import PushBase, PushStats
+from appliance.media.rtmp.push import RtmpPush
 from appliance.media.whip_url import is_whip_url, parse_whip_url
 
 __all__ = ["Push", "UnavailablePush", "make_push"]
@@ -36,39 +38,22 @@ class Push(Protocol):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None: ...
 
 
-class UnavailablePush:
+class UnavailablePush(PushBase):
     """A WHIP target while the `webrtc` extra is missing: reports why, sends nothing."""
 
-    def __init__(self, name: str, url: str, source: str, reason: str) -> None:
-        self.name = name
+    protocol = "whip"
+
+    def __init__(self, name: str, url: str, source: str, buses: BusRegistry, reason: str) -> None:
+        super().__init__(name, source, buses)
         self.url = parse_whip_url(url)
-        self.source = source
         self.reason = reason
         self.stats = PushStats(state=reason, last_error=reason)
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "protocol": "whip",
-            "url": str(self.url),
-            "source": self.source,
-            "state": self.reason,
-            "attempts": 0,
-            "bytes_out": 0,
-            "packets_out": 0,
-            "last_error": self.reason,
-            "dropped": 0,
-            "media": {},
-        }
 
     def media(self) -> dict[str, dict[str, object]]:
         return {}
 
-    def stream_stats(self, now: float) -> dict[str, int | float]:
-        return {"bitrate_bps": 0, "fps": 0.0, "dropped_frames": 0, "duration_ms": 0}
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        log.warning("push.unavailable target=%s reason=%s", self.name, self.reason.replace(" ", "_"))
+        log.warning("push.unavailable target=%s reason=%s", self.name, quote(self.reason))
         task_status.started()
         await trio.sleep_forever()
 
@@ -97,7 +82,7 @@ def make_push(
 
     why = missing_extra()
     if why is not None:
-        return UnavailablePush(name, url, source, why)
+        return UnavailablePush(name, url, source, buses, why)
     from appliance.media.webrtc.push import WhipPush
 
     webrtc = webrtc or WebrtcConfig()

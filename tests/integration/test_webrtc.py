@@ -132,7 +132,8 @@ def test_three_viewers_at_once_then_churn_leaves_nothing_behind(
     assert not [s for s in bus["subscribers"] if s["name"].startswith("webrtc")]
     # Nothing left behind: trio tasks, asyncio tasks and threads as before, peer connections closed, and
     # memory within what 50 connections' worth of allocator slack can explain.
-    assert after["process"]["trio_tasks"] <= before["process"]["trio_tasks"]
+    # (A task or two come and go with the HTTP connections; a leak of 50 rounds would be 50 or more.)
+    assert after["process"]["trio_tasks"] <= before["process"]["trio_tasks"] + 2
     assert after["webrtc"]["loop_tasks"] <= before["webrtc"]["loop_tasks"]
     assert after["process"]["threads"] <= before["process"]["threads"] + 2
     assert after["webrtc"]["peer_connections_open"] == 0

@@ -47,10 +47,8 @@ from appliance.bus import BusRegistry, ProducerJoined, ProducerLeft, SubscriberC
 from appliance.config import IceServer
 from appliance.media.bus_events import ConfigChanged, PacketReceived
 from appliance.media.h264 import parse_avc_config, parse_h264_sps
-from appliance.media.meter import RateMeter
 from appliance.media.packets import Codec, CodecConfig, Kind
-from appliance.media.rtmp.publisher import describe_config
-from appliance.media.rtmp.push import PushError, PushStats
+from appliance.media.push_base import PushBase, PushError
 from appliance.media.webrtc.loop import AsyncioThread
 from appliance.media.webrtc.negotiation import has_b_frames, keyframe_prefix, profile_level_id
 from appliance.media.webrtc.tracks import (
@@ -179,7 +177,7 @@ async def _accept(pc: Any, sdp: str) -> None:
 # -- on trio's thread ---------------------------------------------------------------------------------
 
 
-class WhipPush:
+class WhipPush(PushBase):
     """Push `source` to the WHIP endpoint `url`.
 
     Args:
@@ -214,10 +212,8 @@ class WhipPush:
         camera: str = "live/cam",
         on_state: Callable[[str, str | None], None] | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, source, buses, on_state)
         self.url: WhipUrl = parse_whip_url(url)
-        self.source = source
-        self.buses = buses
         self.token = token
         self.verify_tls = verify_tls
         self.ice_addresses = tuple(ice_addresses)
@@ -227,83 +223,24 @@ class WhipPush:
         ]
         self.request_keyframe = request_keyframe
         self.camera = camera
-        self.on_state = on_state
-        self.stats = PushStats()
         self.keyframe_requests = 0
-        self._bytes = RateMeter()
-        self._frames = RateMeter()
-        self._started_at: float | None = None
-        self._dropped_base = 0
         self._pc_state = "new"
         self._pc_ended = trio.Event()
         self._last_keyframe = float("-inf")
         self._prefix = b""
         self._last_pts_ms = 0
 
-    # -- what egress, the status page and the cloud channel read ---------------------------------------
-
-    def _state(self, state: str) -> None:
-        if state != self.stats.state:
-            self.stats.state = state
-            log.info("push.state target=%s state=%s", self.name, state)
-            if self.on_state is not None:
-                self.on_state(state, None)
+    protocol = "whip"
 
     def describe(self) -> dict[str, object]:
-        s = self.stats
-        return {
-            "name": self.name,
-            "protocol": "whip",
-            "url": str(self.url),
-            "source": self.source,
-            "state": s.state,
-            "attempts": s.attempts,
-            "bytes_out": s.bytes_out,
-            "packets_out": s.packets_out,
-            "last_error": s.last_error,
-            "dropped": s.dropped,
-            "keyframe_requests": self.keyframe_requests,
-            "media": self.media(),
-        }
+        return {**super().describe(), "keyframe_requests": self.keyframe_requests}
 
     def media(self) -> dict[str, dict[str, object]]:
         """What goes out: the source's H.264 as it is, and Opus when it has audio."""
-        bus = self.buses.get(self.source)
-        if bus is None:
-            return {}
-        out = {kind.name.lower(): describe_config(config) for kind, config in bus.configs.items()}
+        out = super().media()
         if "audio" in out:
             out["audio"] = {"codec": "opus", "sample_rate": 48000, "channels": 2}
         return out
-
-    def stream_stats(self, now: float) -> dict[str, int | float]:
-        """As `RtmpPush.stream_stats`: bitrate, fps, frames dropped, ms since the first connect."""
-        duration = 0.0 if self._started_at is None else now - self._started_at
-        streaming = self.stats.state == "streaming"
-        return {
-            "bitrate_bps": self._bytes.bps(now) if streaming else 0,
-            "fps": round(self._frames.per_second(now), 2) if streaming else 0.0,
-            "dropped_frames": self.stats.dropped,
-            "duration_ms": round(duration * 1000),
-        }
-
-    # -- an attempt -----------------------------------------------------------------------------------
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """One attempt (the supervisor repeats it). Raises PushError when it ends."""
-        task_status.started()
-        self.stats.attempts += 1
-        self._state("connecting" if self.stats.attempts == 1 else "reconnecting")
-        try:
-            await self._attempt()
-        except PushError as e:
-            self.stats.last_error = str(e)
-            if self.on_state is not None:
-                self.on_state("error", str(e))
-            log.warning("push.failed target=%s url=%s error=%s", self.name, self.url, json.dumps(str(e)))
-            raise
-        finally:
-            self.stats.connected_at = None
 
     async def _attempt(self) -> None:
         sub = self.buses.subscribe(
@@ -390,7 +327,7 @@ class WhipPush:
                 await loop.run(_accept(pc, reply.body.decode("utf-8", "replace")))
             except Exception as e:
                 raise PushError(f"the endpoint's answer does not fit the offer: {e}") from None
-            await self._connected()
+            await self._wait_connected()
             await self._pump(loop, sub, video, audio, feed)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -417,17 +354,13 @@ class WhipPush:
         if state in ("failed", "closed"):
             self._pc_ended.set()
 
-    async def _connected(self) -> None:
+    async def _wait_connected(self) -> None:
         with trio.move_on_after(CONNECT_TIMEOUT_S):
             while self._pc_state != "connected":
                 if self._pc_ended.is_set():
                     raise PushError(f"ICE/DTLS with the endpoint {self._pc_state}")
                 await trio.sleep(0.05)
-            now = trio.current_time()
-            self.stats.connected_at = now
-            if self._started_at is None:
-                self._started_at = now
-            log.info("push.connected target=%s url=%s source=%s", self.name, self.url, self.source)
+            self._connected()
             return
         raise PushError(f"not connected within {CONNECT_TIMEOUT_S:g} s (state {self._pc_state})")
 

@@ -44,20 +44,17 @@ from appliance.media.h264 import parse_avc_config, parse_h264_sps
 from appliance.media.packets import Codec, Kind, Packet
 from appliance.media.webrtc.loop import AsyncioThread
 from appliance.media.webrtc.negotiation import (
-    SdpFragmentError,
-    etag,
     has_b_frames,
     keyframe_prefix,
-    parse_sdpfrag,
     profile_level_id,
 )
+from appliance.media.webrtc.sessions import created, offer_options, read_offer, session_options, trickle
 from appliance.media.webrtc.tracks import (
     PEER_CONNECTIONS,
     AvPacket,
     OpusFeed,
     OpusTrack,
     PassthroughTrack,
-    add_candidates,
     answer,
     loop_tasks,
     restrict_host_addresses,
@@ -76,10 +73,7 @@ log = logging.getLogger("appliance.webrtc")
 KEYFRAME_INTERVAL_S = 1.0
 CONNECT_TIMEOUT_S = 30.0
 _STATS_EVERY_S = 2.0
-_MAX_OFFER = 64 * 1024
 _SUB_QUEUE = 256
-_SDP = "application/sdp"
-_SDPFRAG = "application/trickle-ice-sdpfrag"
 _TRANSCODED_PROFILE = (
     "42e01f"  # what the transcode makes: constrained baseline (level 3.1; asymmetry allowed)
 )
@@ -274,16 +268,13 @@ class WhepService:
 
     async def _offer(self, request: Request, stream: str) -> Response:
         if request.method == "OPTIONS":
-            # CORS preflight and discovery; no Access-Control-Allow-Origin: other sites get nothing.
-            return Response(status_code=204, headers={"Accept-Post": _SDP, "Allow": "POST, OPTIONS"})
+            return offer_options()
         refusal = stream_access(request, self.play_secrets(stream.partition("/")[0]))
         if refusal is not None:
             return refusal
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != _SDP:
-            return problem(415, "Unsupported Media Type", "want an SDP offer as application/sdp")
-        offer = (await request.body())[: _MAX_OFFER + 1]
-        if len(offer) > _MAX_OFFER or not offer.strip():
-            return problem(400, "Bad Request", "want an SDP offer (at most 64 KiB)")
+        offer = await read_offer(request)
+        if isinstance(offer, Response):
+            return offer
         bus = self.buses.get(stream)
         if bus is None or Kind.VIDEO not in bus.configs:
             return problem(404, "Not Found", f"no live stream {stream!r} with video")
@@ -329,7 +320,7 @@ class WhepService:
             with trio.move_on_after(ANSWER_TIMEOUT_S):
                 answered = await loop.run(
                     answer(
-                        offer.decode("utf-8", "replace"),
+                        offer,
                         track,
                         audio,
                         plid,
@@ -369,50 +360,26 @@ class WhepService:
                 self._nursery.start_soon(self._audio_pump, stream, shared, feed)
             loop.post(shared.opus.tracks.add, audio)
         log.info("webrtc.viewer_added stream=%s viewer=%s viewers=%d", stream, viewer.id, len(self.viewers))
-        return Response(
-            sdp,
-            status_code=201,
-            media_type=_SDP,
-            headers={
-                "Location": f"/whep/sessions/{viewer.id}/{viewer.secret}",
-                "ETag": etag(viewer.id, viewer.ufrag),
-            },
-        )
+        return created(sdp, "whep", viewer.id, viewer.secret, viewer.ufrag)
 
     async def _session(self, request: Request) -> Response:
         if request.method == "OPTIONS":
-            return Response(
-                status_code=204, headers={"Accept-Patch": _SDPFRAG, "Allow": "PATCH, DELETE, OPTIONS"}
-            )
+            return session_options()
         viewer = self.viewers.get(request.path_params["id"])
         if viewer is None or not hmac.compare_digest(viewer.secret, request.path_params["secret"]):
             return problem(404, "Not Found", "no such session")
         if request.method == "DELETE":
             await self._close(viewer, "deleted")
             return Response(status_code=200)
-        # PATCH: trickle ICE (RFC 8840). aiortc gathered every local candidate before answering, so
-        # there is nothing to send back; the viewer's candidates are applied.
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != _SDPFRAG:
-            return problem(415, "Unsupported Media Type", f"want {_SDPFRAG}")
-        tag = etag(viewer.id, viewer.ufrag)
-        match = request.headers.get("if-match")
-        if match is not None and match.strip() not in ("*", tag):
-            return problem(412, "Precondition Failed", "If-Match is not this session's ETag")
-        try:
-            fragment = parse_sdpfrag((await request.body())[:_MAX_OFFER].decode("utf-8", "replace"))
-        except SdpFragmentError as e:
-            return problem(400, "Bad Request", f"not a trickle-ice-sdpfrag: {e}")
-        remote_ufrag = _remote_ufrag(viewer.pc)
-        if fragment.ufrag is not None and remote_ufrag is not None and fragment.ufrag != remote_ufrag:
-            return problem(
-                422, "Unprocessable Content", "ICE restarts are not supported: start a new session"
-            )
         assert self._loop is not None
-        taken = await self._loop.run(add_candidates(viewer.pc, fragment.candidates))
-        log.info(
-            "webrtc.trickle viewer=%s candidates=%d taken=%d", viewer.id, len(fragment.candidates), taken
+        return await trickle(
+            request,
+            loop=self._loop,
+            pc=viewer.pc,
+            session_id=viewer.id,
+            ufrag=viewer.ufrag,
+            event="webrtc.trickle",
         )
-        return Response(status_code=204, headers={"ETag": tag})
 
     # -- viewers ------------------------------------------------------------------------------------
 
@@ -556,13 +523,3 @@ class WhepService:
                         viewer.bitrate_bps = int((figures["bytes_sent"] - before) * 8 / (now - at))
                     figures["at"] = now
                     viewer.figures = figures
-
-
-def _remote_ufrag(pc: Any) -> str | None:
-    description = pc.remoteDescription
-    if description is None:
-        return None
-    for line in description.sdp.splitlines():
-        if line.startswith("a=ice-ufrag:"):
-            return str(line[12:].strip())
-    return None

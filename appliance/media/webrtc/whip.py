@@ -63,9 +63,9 @@ from appliance.media.capture.annexb import AnnexBTranslator
 from appliance.media.meter import RateMeter
 from appliance.media.packets import CodecConfig, Kind, Packet
 from appliance.media.webrtc.loop import AsyncioThread
-from appliance.media.webrtc.negotiation import SdpFragmentError, etag, parse_sdpfrag
 from appliance.media.webrtc.opus import OPUS_RATE, OpusToAac
-from appliance.media.webrtc.tracks import PEER_CONNECTIONS, add_candidates
+from appliance.media.webrtc.sessions import created, offer_options, read_offer, session_options, trickle
+from appliance.media.webrtc.tracks import PEER_CONNECTIONS
 from appliance.web.app import problem
 from appliance.web.auth import stream_access
 
@@ -79,9 +79,6 @@ ANSWER_TIMEOUT_S = 20.0
 CONNECT_TIMEOUT_S = 30.0
 _PLI_MIN_INTERVAL_S = 1.0
 _WATCH_EVERY_S = 0.5
-_MAX_OFFER = 64 * 1024
-_SDP = "application/sdp"
-_SDPFRAG = "application/trickle-ice-sdpfrag"
 _VIDEO_CLOCK = 90_000
 
 Items = list[CodecConfig | Packet]
@@ -331,7 +328,7 @@ class WhipIngest:
     async def offer(self, request: Request) -> Response:
         """``POST`` (and ``OPTIONS``) ``/whip/{app}/{key}``."""
         if request.method == "OPTIONS":
-            return Response(status_code=204, headers={"Accept-Post": _SDP, "Allow": "POST, OPTIONS"})
+            return offer_options()
         app, key = request.path_params["app"], request.path_params["key"]
         stream = f"{app}/{key}"
         if app not in self.apps():
@@ -342,11 +339,9 @@ class WhipIngest:
         if stream in self.reserved():
             why = f"{stream} is this device's camera stream; publish under another key"
             return problem(409, "Conflict", why)
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != _SDP:
-            return problem(415, "Unsupported Media Type", "want an SDP offer as application/sdp")
-        offer = (await request.body())[: _MAX_OFFER + 1]
-        if len(offer) > _MAX_OFFER or not offer.strip():
-            return problem(400, "Bad Request", "want an SDP offer (at most 64 KiB)")
+        offer = await read_offer(request)
+        if isinstance(offer, Response):
+            return offer
         try:
             validate_bus_name(stream)
             producer = self.buses.publish(stream, replace=False)
@@ -368,9 +363,7 @@ class WhipIngest:
         answered = None
         try:
             with trio.move_on_after(ANSWER_TIMEOUT_S):
-                answered = await loop.run(
-                    _answer(offer.decode("utf-8", "replace"), self.ice_servers, media, on_state)
-                )
+                answered = await loop.run(_answer(offer, self.ice_servers, media, on_state))
         except Exception as e:  # aiortc's errors have no common base; any of them means this offer
             producer.close()
             return problem(400, "Bad Request", f"cannot answer this offer: {e}")
@@ -393,42 +386,26 @@ class WhipIngest:
         self.publishers[session_id] = publisher
         self._nursery.start_soon(self._watch, publisher)
         log.info("whip.publish stream=%s session=%s tracks=%s", stream, session_id, ",".join(kinds))
-        return Response(
-            sdp,
-            status_code=201,
-            media_type=_SDP,
-            headers={
-                "Location": f"/whip/sessions/{publisher.id}/{publisher.secret}",
-                "ETag": etag(publisher.id, publisher.ufrag),
-            },
-        )
+        return created(sdp, "whip", publisher.id, publisher.secret, publisher.ufrag)
 
     async def session(self, request: Request) -> Response:
         """``PATCH``, ``DELETE`` and ``OPTIONS`` ``/whip/sessions/{id}/{secret}``."""
         if request.method == "OPTIONS":
-            return Response(
-                status_code=204, headers={"Accept-Patch": _SDPFRAG, "Allow": "PATCH, DELETE, OPTIONS"}
-            )
+            return session_options()
         publisher = self.publishers.get(request.path_params["id"])
         if publisher is None or not hmac.compare_digest(publisher.secret, request.path_params["secret"]):
             return problem(404, "Not Found", "no such session")
         if request.method == "DELETE":
             await self._close(publisher, "deleted")
             return Response(status_code=200)
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != _SDPFRAG:
-            return problem(415, "Unsupported Media Type", f"want {_SDPFRAG}")
-        tag = etag(publisher.id, publisher.ufrag)
-        match = request.headers.get("if-match")
-        if match is not None and match.strip() not in ("*", tag):
-            return problem(412, "Precondition Failed", "If-Match is not this session's ETag")
-        try:
-            fragment = parse_sdpfrag((await request.body())[:_MAX_OFFER].decode("utf-8", "replace"))
-        except SdpFragmentError as e:
-            return problem(400, "Bad Request", f"not a trickle-ice-sdpfrag: {e}")
-        taken = await self.loop.run(add_candidates(publisher.pc, fragment.candidates))
-        count = len(fragment.candidates)
-        log.info("whip.trickle session=%s candidates=%d taken=%d", publisher.id, count, taken)
-        return Response(status_code=204, headers={"ETag": tag})
+        return await trickle(
+            request,
+            loop=self.loop,
+            pc=publisher.pc,
+            session_id=publisher.id,
+            ufrag=publisher.ufrag,
+            event="whip.trickle",
+        )
 
     # -- sessions -----------------------------------------------------------------------------------
 
