@@ -129,7 +129,7 @@ token = "not-the-secret"
         sender = camera_appliance(tmp_path, WEBRTC + target)
         try:
             base_a = sender.web_url()  # not wait_healthy: the refused push makes egress degraded
-            error = wait_for(lambda: pushes(base_a)[0]["last_error"])
+            error = wait_for(lambda: (p := pushes(base_a)) and p[0]["last_error"])
             assert "401" in error and "publish secret" in error, error
             assert publisher(base_b, "live/fromcam") is None
         finally:
