@@ -291,6 +291,43 @@ _WHEP_OPTIONS: Schema = {
 }
 
 
+def _session_path(kind: str, who: str, end: str) -> Schema:
+    """A WHEP or WHIP session resource: trickle ICE in, DELETE to end; its URL is its credential."""
+    return {
+        "parameters": [
+            {"name": "id", "in": "path", "required": True, "schema": _STR},
+            {"name": "secret", "in": "path", "required": True, "schema": _STR},
+        ],
+        "patch": {
+            "summary": f"{kind}: trickle ICE (RFC 8840): the {who}'s candidates",
+            "security": [{}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}},
+            },
+            "responses": {
+                "204": {"description": "applied"},
+                "400": _problem("not a trickle-ice-sdpfrag"),
+                "404": _problem("no such session"),
+                "412": _problem("If-Match is not the session's ETag"),
+                "415": _problem("not application/trickle-ice-sdpfrag"),
+                "422": _problem("an ICE restart (not supported: start a new session)"),
+                "503": _problem('"disabled: extra not installed"'),
+            },
+        },
+        "delete": {
+            "summary": f"{kind}: {end} (the session's URL is its credential)",
+            "security": [{}],
+            "responses": {
+                "200": {"description": "ended"},
+                "404": _problem("no such session"),
+                "503": _problem('"disabled: extra not installed"'),
+            },
+        },
+        "options": _WHEP_OPTIONS,
+    }
+
+
 def _paths() -> dict[str, Schema]:
     def watch(summary: str, responses: dict[str, Schema], **more: Any) -> Schema:
         # Like an RTMP play: with play secrets in rtmp.auth for the app, one of them as the bearer token
@@ -487,39 +524,7 @@ def _paths() -> dict[str, Schema]:
             "post": watch("WHEP: watch a stream", _WHEP_RESPONSES, requestBody=_WHEP_OFFER),
             "options": _WHEP_OPTIONS,
         },
-        "/whep/sessions/{id}/{secret}": {
-            "parameters": [
-                {"name": "id", "in": "path", "required": True, "schema": _STR},
-                {"name": "secret", "in": "path", "required": True, "schema": _STR},
-            ],
-            "patch": {
-                "summary": "WHEP: trickle ICE (RFC 8840): the viewer's candidates",
-                "security": [{}],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}},
-                },
-                "responses": {
-                    "204": {"description": "applied"},
-                    "400": _problem("not a trickle-ice-sdpfrag"),
-                    "404": _problem("no such session"),
-                    "412": _problem("If-Match is not the session's ETag"),
-                    "415": _problem("not application/trickle-ice-sdpfrag"),
-                    "422": _problem("an ICE restart (not supported: start a new session)"),
-                    "503": _problem('"disabled: extra not installed"'),
-                },
-            },
-            "delete": {
-                "summary": "WHEP: hang up (the session's URL is its credential)",
-                "security": [{}],
-                "responses": {
-                    "200": {"description": "ended"},
-                    "404": _problem("no such session"),
-                    "503": _problem('"disabled: extra not installed"'),
-                },
-            },
-            "options": _WHEP_OPTIONS,
-        },
+        "/whep/sessions/{id}/{secret}": _session_path("WHEP", "viewer", "hang up"),
         "/whip/{app}/{key}": {
             "parameters": [
                 {"name": "app", "in": "path", "required": True, "schema": _STR},
@@ -539,38 +544,7 @@ def _paths() -> dict[str, Schema]:
             },
             "options": _WHEP_OPTIONS,
         },
-        "/whip/sessions/{id}/{secret}": {
-            "parameters": [
-                {"name": "id", "in": "path", "required": True, "schema": _STR},
-                {"name": "secret", "in": "path", "required": True, "schema": _STR},
-            ],
-            "patch": {
-                "summary": "WHIP: trickle ICE (RFC 8840): the publisher's candidates",
-                "security": [{}],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}},
-                },
-                "responses": {
-                    "204": {"description": "applied"},
-                    "400": _problem("not a trickle-ice-sdpfrag"),
-                    "404": _problem("no such session"),
-                    "412": _problem("If-Match is not the session's ETag"),
-                    "415": _problem("not application/trickle-ice-sdpfrag"),
-                    "503": _problem('"disabled: extra not installed"'),
-                },
-            },
-            "delete": {
-                "summary": "WHIP: stop publishing (the session's URL is its credential)",
-                "security": [{}],
-                "responses": {
-                    "200": {"description": "ended"},
-                    "404": _problem("no such session"),
-                    "503": _problem('"disabled: extra not installed"'),
-                },
-            },
-            "options": _WHEP_OPTIONS,
-        },
+        "/whip/sessions/{id}/{secret}": _session_path("WHIP", "publisher", "stop publishing"),
         "/watch/{stream}": {
             "parameters": [{"name": "stream", "in": "path", "required": True, "schema": _STR}],
             "get": {
