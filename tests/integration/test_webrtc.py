@@ -75,7 +75,9 @@ def settled(base: str) -> dict[str, Any]:
 
 
 def webrtc_subscribers(base: str) -> list[dict[str, Any]]:
-    streams = http_get(base + "/api/streams")[1]["streams"]
+    status, doc = http_get(base + "/api/streams")
+    assert status == 200, doc
+    streams = doc["streams"]
     return [s for item in streams for s in item["subscribers"] if s["protocol"] == "webrtc"]
 
 
@@ -84,13 +86,23 @@ def test_an_aiortc_viewer_gets_moving_h264_and_opus_over_loopback(
     appliance: tuple[ApplianceProcess, str],
 ) -> None:
     app, base = appliance
-    command = [sys.executable, str(CLIENT), json.dumps({"url": base + "/whep/cam", "frames": 45})]
+    command = [sys.executable, str(CLIENT), json.dumps({"url": base + "/whep/cam", "frames": 120})]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as client:
         # While it watches, /api/streams lists it under the camera's subscribers.
         app.event("webrtc.viewer_state", state="connected")
         [listed] = webrtc_subscribers(base)
         assert listed["state"] == "connected" and listed["name"] == "webrtc:" + listed["session"]
         assert {"bitrate_bps", "packets_lost", "rtt_ms", "keyframe_requests", "delivered"} <= set(listed)
+        # Its figures (refreshed every 2 s): the bit rate it is sent, its candidate pair, its RTT.
+        deadline = time.monotonic() + 5
+        while not (listed["bitrate_bps"] > 0 and listed["candidate_pair"]) and time.monotonic() < deadline:
+            time.sleep(0.25)
+            [listed] = webrtc_subscribers(base)
+        assert listed["bitrate_bps"] > 10_000, listed
+        assert (
+            listed["candidate_pair"].startswith("127.0.0.1:") and " -> 127.0.0.1:" in listed["candidate_pair"]
+        )
+        assert listed["rtt_ms"] is None or listed["rtt_ms"] >= 0
         out, err = client.communicate(timeout=120)
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert lines and lines[-1]["event"] == "done", out + err + app.log_text()

@@ -277,8 +277,9 @@ async def stats(pc: Any) -> dict[str, Any]:
             out["bytes_sent"] += s.bytesSent
             out["packets_sent"] += s.packetsSent
         elif s.type == "remote-inbound-rtp" and s.kind == "video":
-            out["packets_lost"] += s.packetsLost
-            out["rtt_s"] = s.roundTripTime
+            out["packets_lost"] += s.packetsLost or 0
+            if s.roundTripTime is not None:  # None until the viewer's first receiver report
+                out["rtt_s"] = s.roundTripTime
     pair = _selected_pair(pc)
     if pair is not None:
         out["pair"] = pair

@@ -233,7 +233,7 @@ class WhepService:
                 "state": v.state,
                 "bitrate_bps": v.bitrate_bps,
                 "packets_lost": int(v.figures.get("packets_lost", 0)),
-                "rtt_ms": round(v.figures["rtt_s"] * 1000) if v.figures.get("rtt_s", -1) >= 0 else None,
+                "rtt_ms": _rtt_ms(v.figures.get("rtt_s")),
                 "keyframe_requests": v.keyframe_requests,
                 "keyframes_resent": v.resyncs,
                 "dropped_on_send": v.track.dropped,
@@ -523,3 +523,8 @@ class WhepService:
                         viewer.bitrate_bps = int((figures["bytes_sent"] - before) * 8 / (now - at))
                     figures["at"] = now
                     viewer.figures = figures
+
+
+def _rtt_ms(rtt_s: object) -> int | None:
+    """The round-trip time aiortc measured, in ms; None before the first receiver report."""
+    return round(rtt_s * 1000) if isinstance(rtt_s, int | float) and rtt_s >= 0 else None
