@@ -103,6 +103,7 @@ class Appliance:
             except OSError:
                 pass
             if time.monotonic() > deadline:
+                self.stop()
                 raise SystemExit("the appliance did not become healthy in 60 s")
             time.sleep(0.3)
 

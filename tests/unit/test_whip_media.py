@@ -23,7 +23,8 @@ try:
 except ImportError:  # pragma: no cover - without the extra
     if peers_required():
         raise
-    pytest.skip("aiortc (the webrtc extra) is not installed", allow_module_level=True)
+    # Only when APPLIANCE_REQUIRE_PEERS is unset: checked just above.
+    pytest.skip("aiortc (the webrtc extra) is not installed", allow_module_level=True)  # REQUIRE_PEERS
 
 
 def h264_units(count: int) -> list[bytes]:
