@@ -95,6 +95,7 @@ def make_push(
         verify_tls=verify_tls,
         ice_addresses=webrtc.ice_addresses,
         ice_servers=webrtc.ice_servers,
+        udp_ports=webrtc.udp_ports,
         request_keyframe=request_keyframe,
         camera=camera,
         on_state=on_state,

@@ -3,12 +3,21 @@ second appliance's WHIP ingest (bearer token = its publish secret), where ffprob
 H.264 320x240 + AAC; ICE on 127.0.0.1 only (both ends' host candidates) and the receiving side reports a
 loopback address. The endpoint going away makes the push retry until it is back; a wrong token is named
 in the push's error; the cloud channel's ``start_stream`` with a WHIP ``streamUrl`` pushes the same way
-and ``stop_stream`` DELETEs the session."""
+and ``stop_stream`` DELETEs the session. Against an aiortc WHIP endpoint (tests/aiortc_peer/whip_server.py)
+that decodes what arrives: moving 320x240 H.264 and 48 kHz Opus through a 307, RTP figures in
+/api/status, a killed endpoint noticed by its silence and reconnected to, a DELETE when the appliance
+stops."""
 
 from __future__ import annotations
 
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +38,7 @@ from tests.integration.test_controller import (
 from tests.integration.test_webrtc import WEBRTC, require_aiortc
 
 SECRET = "whip-publish-secret"
+SERVER = Path(__file__).resolve().parents[1] / "aiortc_peer" / "whip_server.py"
 
 
 def wait_for(predicate: Any, timeout: float = 30.0) -> Any:
@@ -173,3 +183,143 @@ heartbeat = "1s"
             assert ended["why"] == "deleted"
         finally:
             assert stop_all(app, controller) == [0, 0]
+
+
+class WhipServer:
+    """tests/aiortc_peer/whip_server.py as a process; its JSON lines are read on a thread."""
+
+    def __init__(self, port: int, token: str) -> None:
+        command = [sys.executable, str(SERVER), json.dumps({"port": port, "token": token})]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.event(lambda e: e["event"] == "listening")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.lines.put(json.loads(line))
+
+    def event(self, match: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
+        """The first line (since the last call) that `match`es; every line read is kept in `seen`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no matching line from the WHIP server; saw {self.seen[-5:]}") from None
+            self.seen.append(line)
+            if match(line):
+                return line
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextmanager
+def whip_server(port: int, token: str = SECRET) -> Iterator[WhipServer]:
+    server = WhipServer(port, token)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def decoded(server: WhipServer, frames: int = 45) -> dict[str, Any]:
+    """The first report of a session that has decoded `frames` video frames and some audio."""
+    return server.event(
+        lambda e: e["event"] == "frames" and e["video_frames"] >= frames and e["audio_frames"] >= 20, 60
+    )
+
+
+@pytest.mark.peers
+def test_an_aiortc_endpoint_decodes_the_push_and_a_killed_one_is_reconnected_to(tmp_path: Path) -> None:
+    require_aiortc()
+    port = free_port()
+    target = f"""
+[[push.targets]]
+name = "w"
+url = "http://127.0.0.1:{port}/redirect/cam"
+token = "{SECRET}"
+"""
+    with whip_server(port) as server:
+        app = camera_appliance(tmp_path, WEBRTC + target)
+        try:
+            base = app.web_url()
+            # The POST went to /redirect/cam, was sent on (307) to /whip/cam with its token, and taken.
+            assert server.event(lambda e: e["event"] == "post")["status"] == 307
+            assert server.event(lambda e: e["event"] == "post")["status"] == 201
+            offer = next(e for e in server.seen if e["event"] == "offer")
+            assert set(offer["codecs"]) <= {"H264", "opus", "rtx"} and "H264" in offer["codecs"]
+            assert offer["h264_fmtp"] and all("packetization-mode=1" in f for f in offer["h264_fmtp"])
+            assert len({f.split("profile-level-id=")[1][:6] for f in offer["h264_fmtp"]}) == 1
+            assert offer["directions"] == ["sendonly", "sendonly"]
+            got = decoded(server)
+            assert got["sizes"] == [[320, 240]] and got["distinct_frames"] > 10, got
+            assert got["audio_rate"] == 48000 and got["pair"] == ["127.0.0.1", "127.0.0.1"], got
+            # The appliance's side: streaming, real RTP going out over a loopback pair.
+            push = wait_for(lambda: (p := pushes(base)[0])["rtp"].get("bitrate_bps", 0) > 10_000 and p)
+            assert push, pushes(base)
+            assert push["state"] == "streaming" and push["protocol"] == "whip"
+            assert push["rtp"]["packets_sent"] > 50 and push["rtp"]["bytes_sent"] > 10_000
+            local, remote = push["rtp"]["candidate_pair"].split(" -> ")
+            assert local.startswith("127.0.0.1:") and remote.startswith("127.0.0.1:"), push
+            assert push["url"] == f"http://127.0.0.1:{port}/<path>" and push["attempts"] == 1
+            # The endpoint dies without a word (SIGKILL): no RTCP receiver reports any more.
+            server.kill()
+            killed = time.monotonic()
+            failed = wait_for(lambda: (p := pushes(base)[0])["last_error"] and p, timeout=40)
+            noticed_s = time.monotonic() - killed
+            assert failed and "no RTCP receiver report" in failed["last_error"], failed
+            assert noticed_s < 20, noticed_s
+            assert wait_for(lambda: pushes(base)[0]["attempts"] >= 2), pushes(base)
+            print(f"killed endpoint noticed after {noticed_s:.1f} s")
+        except BaseException:
+            app.stop()
+            raise
+    # Back on the same port: the push reconnects by itself, and DELETEs its session when the appliance stops.
+    try:
+        with whip_server(port) as server:
+            back = time.monotonic()
+            got = decoded(server, frames=15)
+            print(f"frames decoding again {time.monotonic() - back:.1f} s after the endpoint came back")
+            assert got["sizes"] == [[320, 240]] and got["pair"] == ["127.0.0.1", "127.0.0.1"]
+            assert wait_for(lambda: pushes(base)[0]["state"] == "streaming")
+            assert app.stop() == 0
+            assert server.event(lambda e: e["event"] == "deleted")["session"] == got["session"]
+    finally:
+        app.stop()
+
+
+@pytest.mark.peers
+def test_an_endpoint_refusing_the_token_is_named_in_the_push_state(tmp_path: Path) -> None:
+    require_aiortc()
+    port = free_port()
+    target = f"""
+[[push.targets]]
+name = "w"
+url = "http://127.0.0.1:{port}/whip/cam"
+token = "not-{SECRET}"
+"""
+    with whip_server(port) as server:
+        app = camera_appliance(tmp_path, WEBRTC + target)
+        try:
+            base = app.web_url()
+            assert server.event(lambda e: e["event"] == "post")["status"] == 401
+            push = wait_for(lambda: (p := pushes(base)[0])["last_error"] and p)
+            assert push["last_error"] == "the endpoint answered 401: wrong bearer token", push
+            assert push["state"] != "streaming" and push["rtp"] == {}
+            assert not any(e["event"] == "offer" for e in server.seen)
+        finally:
+            assert app.stop() == 0

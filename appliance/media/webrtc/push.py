@@ -13,10 +13,17 @@ never holds up WHEP viewers or other pushes) make a send-only peer connection: H
 profile (packetization-mode 1), passed through as Annex-B ``av.Packet``s with the parameter sets before
 keyframes (as for a WHEP viewer), and Opus transcoded from the source's AAC (`OpusFeed`). The offer, with
 every candidate gathered, is POSTed with ``Authorization: Bearer TOKEN``; ``307``/``308`` are followed (at
-most 3); ``201`` gives the answer and the session URL (``Location``). The attempt ends when the
-connection fails or closes, does not connect within `CONNECT_TIMEOUT_S`, the endpoint takes nothing for
-`MAX_LAG_MS`, or the subscription is cut off; the session URL is then DELETEd (best effort) and the peer
-connection closed.
+most 3, and only to a URL the config would take: https, or http to loopback, since the token goes along);
+``201`` gives the answer and the session URL (``Location``). The attempt ends when the connection fails
+or closes, does not connect within `CONNECT_TIMEOUT_S`, the endpoint sends no RTCP receiver report for
+`SILENT_S` while media goes out (a vanished endpoint; ICE consent alone takes about 30 s), the endpoint
+takes nothing for `MAX_LAG_MS`, or the subscription is cut off; the session URL is then DELETEd (best
+effort) and the peer connection closed. `describe` adds the session's outbound-rtp figures (``rtp``:
+bit rate, bytes and packets sent, packets lost, round-trip time, the candidate pair).
+
+ICE servers an endpoint announces in ``Link: <...>; rel="ice-server"`` on its 201 are not used: the offer
+is non-trickle, so its candidates are gathered before the 201 arrives, and aiortc cannot restart ICE to
+add them; configure ``webrtc.ice_servers`` instead.
 
 Sources with B-frames are refused (WebRTC cannot carry them): publish them without, or push over RTMP.
 PLI/FIR from the endpoint asks the camera's encoder for a keyframe (at most once a second), or, for
@@ -29,6 +36,7 @@ not justify another dependency.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import http.client
 import json
 import logging
@@ -41,7 +49,14 @@ from typing import Any
 
 import av
 import trio
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+    clock,
+)
 
 from appliance.bus import BusRegistry, ProducerJoined, ProducerLeft, SubscriberCutOffError, Subscription
 from appliance.config import IceServer
@@ -57,11 +72,12 @@ from appliance.media.webrtc.tracks import (
     OpusTrack,
     PassthroughTrack,
     _h264_preferences,
+    _selected_pair,
     restrict_host_addresses,
 )
 from appliance.media.whip_url import WhipUrl, parse_whip_url
 
-__all__ = ["CONNECT_TIMEOUT_S", "WhipPush"]
+__all__ = ["CONNECT_TIMEOUT_S", "SILENT_S", "WhipPush"]
 
 log = logging.getLogger("appliance.push")
 
@@ -69,6 +85,8 @@ CONNECT_TIMEOUT_S = 15.0
 HTTP_TIMEOUT_S = 15.0
 QUEUE = 512
 MAX_LAG_MS = 10_000
+STATS_EVERY_S = 2.0
+SILENT_S = 10.0
 _KEYFRAME_INTERVAL_S = 1.0
 _MAX_REDIRECTS = 3
 
@@ -114,9 +132,12 @@ def _request(
         finally:
             conn.close()
         if reply.status in (307, 308) and "location" in reply.headers:
-            url = urllib.parse.urljoin(url, reply.headers["location"])
-            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-                raise PushError("the endpoint redirected to a URL that is not http(s)")
+            # The token goes with the redirected POST, so the target must pass the rules the configured
+            # URL passed: https, or http only to loopback (never https -> http to another host).
+            try:
+                url = parse_whip_url(urllib.parse.urljoin(url, reply.headers["location"])).url
+            except ValueError as e:
+                raise PushError(f"the endpoint redirected to a URL the push refuses: {e}") from None
             continue
         return reply
     raise PushError(f"more than {_MAX_REDIRECTS} redirects")
@@ -157,7 +178,10 @@ async def _offer(
         picture.setCodecPreferences(_h264_preferences(plid))
         picture.sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
         if audio is not None:
-            pc.addTransceiver(audio, direction="sendonly")
+            # The track carries Opus packets already encoded: an endpoint must not pick PCMU/G722.
+            sound = pc.addTransceiver(audio, direction="sendonly")
+            opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == "audio/opus"]
+            sound.setCodecPreferences(opus)
 
         @pc.on("connectionstatechange")
         def changed() -> None:
@@ -172,6 +196,28 @@ async def _offer(
 
 async def _accept(pc: Any, sdp: str) -> None:
     await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+
+async def _rtp_figures(pc: Any) -> dict[str, Any]:
+    """What the peer connection really sent (outbound-rtp, video and audio), what the endpoint reported
+    back (remote-inbound-rtp: packets lost, round-trip time) and how long ago its last receiver report
+    came (None before the first), and the selected candidate pair."""
+    report = await pc.getStats()
+    out: dict[str, Any] = {"bytes_sent": 0, "packets_sent": 0, "packets_lost": 0, "rtt_s": None}
+    last: datetime.datetime | None = None
+    for s in report.values():
+        if s.type == "outbound-rtp":
+            out["bytes_sent"] += s.bytesSent
+            out["packets_sent"] += s.packetsSent
+        elif s.type == "remote-inbound-rtp":
+            out["packets_lost"] += s.packetsLost or 0
+            if s.kind == "video" and s.roundTripTime is not None:
+                out["rtt_s"] = s.roundTripTime
+            last = s.timestamp if last is None else max(last, s.timestamp)
+    # aiortc stamps a remote-inbound-rtp entry when the receiver report arrives (its own clock).
+    out["report_age_s"] = None if last is None else (clock.current_datetime() - last).total_seconds()
+    out["candidate_pair"] = _selected_pair(pc)
+    return out
 
 
 # -- on trio's thread ---------------------------------------------------------------------------------
@@ -189,6 +235,7 @@ class WhipPush(PushBase):
         verify_tls: Check the endpoint's certificate.
         ice_addresses: Host candidate addresses (``webrtc.ice_addresses``; empty: every interface).
         ice_servers: STUN/TURN servers (``webrtc.ice_servers``).
+        udp_ports: Ports for the ICE sockets (``webrtc.udp_ports``), or None for any.
         request_keyframe: Asks the camera's encoder for a keyframe; used when `source` is `camera`.
         camera: The camera's stream name.
         on_state: Told every state change and failure (state, error), as `RtmpPush`'s.
@@ -208,6 +255,7 @@ class WhipPush(PushBase):
         verify_tls: bool = True,
         ice_addresses: Sequence[str] = (),
         ice_servers: Sequence[IceServer] = (),
+        udp_ports: range | None = None,
         request_keyframe: Callable[[], object] | None = None,
         camera: str = "live/cam",
         on_state: Callable[[str, str | None], None] | None = None,
@@ -221,8 +269,10 @@ class WhipPush(PushBase):
             RTCIceServer(urls=list(s.urls), username=s.username or None, credential=s.credential or None)
             for s in ice_servers
         ]
+        self.udp_ports = udp_ports
         self.request_keyframe = request_keyframe
         self.camera = camera
+        self.rtp: dict[str, object] = {}  # the current session's outbound-rtp figures (see _watch_rtp)
         self.keyframe_requests = 0
         self._pc_state = "new"
         self._pc_ended = trio.Event()
@@ -233,7 +283,7 @@ class WhipPush(PushBase):
     protocol = "whip"
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), "keyframe_requests": self.keyframe_requests}
+        return {**super().describe(), "keyframe_requests": self.keyframe_requests, "rtp": self.rtp}
 
     def media(self) -> dict[str, dict[str, object]]:
         """What goes out: the source's H.264 as it is, and Opus when it has audio."""
@@ -250,7 +300,7 @@ class WhipPush(PushBase):
             try:
                 config = await self._wait_for_video(sub)
                 restrict_host_addresses(self.ice_addresses)
-                loop = AsyncioThread(name=f"whip-push-{self.name}")
+                loop = AsyncioThread(name=f"whip-push-{self.name}", udp_ports=self.udp_ports)
                 loop.start()
                 try:
                     await self._session(loop, sub, config)
@@ -297,6 +347,7 @@ class WhipPush(PushBase):
             feed.configure(audio_config.data)  # the loop thread has not seen it yet
         self._pc_state = "new"
         self._pc_ended = trio.Event()
+        self.rtp = {}
 
         def on_keyframe_request() -> None:  # on the loop thread
             loop.to_trio(self._on_keyframe_request, loop, video)
@@ -328,7 +379,7 @@ class WhipPush(PushBase):
             except Exception as e:
                 raise PushError(f"the endpoint's answer does not fit the offer: {e}") from None
             await self._wait_connected()
-            await self._pump(loop, sub, video, audio, feed)
+            await self._pump(loop, pc, sub, video, audio, feed)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 if location is not None:
@@ -367,53 +418,104 @@ class WhipPush(PushBase):
     async def _pump(
         self,
         loop: AsyncioThread,
+        pc: Any,
         sub: Subscription,
         video: PassthroughTrack,
         audio: OpusTrack | None,
         feed: OpusFeed,
     ) -> None:
-        async with trio.open_nursery() as nursery:
+        # trio wraps a task's error in an ExceptionGroup: unwrap what ends a session, so the push's
+        # last_error says "the connection to the endpoint failed", not "1 sub-exception".
+        try:
+            async with trio.open_nursery() as nursery:
 
-            async def watch() -> None:
-                await self._pc_ended.wait()
-                raise PushError(f"the connection to the endpoint {self._pc_state}")
+                async def watch() -> None:
+                    await self._pc_ended.wait()
+                    raise PushError(f"the connection to the endpoint {self._pc_state}")
 
-            nursery.start_soon(watch)
-            self._state("streaming" if sub.bus.live else "waiting")
-            post = loop.post
-            while True:
-                event = await sub.receive()
-                if isinstance(event, ProducerJoined):
-                    self._state("streaming")
-                elif isinstance(event, ProducerLeft):
-                    self._state("waiting")
-                elif isinstance(event, ConfigChanged):
-                    if event.config.kind is Kind.VIDEO:
-                        if event.config.codec is not Codec.H264:
-                            raise PushError(f"{self.source} changed to {event.config.codec.value}")
-                        avc = parse_avc_config(event.config.data)
-                        self._prefix = keyframe_prefix(avc.sps, avc.pps)
-                    elif audio is not None and event.config.codec is Codec.AAC:
-                        post(feed.configure, event.config.data)
-                elif isinstance(event, PacketReceived):
-                    packet = event.packet
-                    now = trio.current_time()
-                    if packet.kind is Kind.VIDEO:
-                        data = self._prefix + packet.annexb() if packet.keyframe else packet.annexb()
-                        out = av.Packet(data)
-                        out.pts = packet.pts_ms * 90
-                        out.time_base = Fraction(1, 90000)
-                        self._last_pts_ms = packet.pts_ms
-                        post(video.push, out, packet.keyframe)
-                        self._frames.add(now, 1)
-                    elif audio is not None and packet.codec is Codec.AAC:
-                        post(feed.feed, packet.payload, packet.pts_ms)
-                    else:
-                        continue
-                    self._bytes.add(now, len(packet.payload))
-                    self.stats.bytes_out += len(packet.payload)
-                    self.stats.packets_out += 1
-                    self.stats.dropped = self._dropped_base + sub.stats().dropped
+                nursery.start_soon(watch)
+                nursery.start_soon(self._watch_rtp, loop, pc)
+                self._state("streaming" if sub.bus.live else "waiting")
+                post = loop.post
+                while True:
+                    event = await sub.receive()
+                    if isinstance(event, ProducerJoined):
+                        self._state("streaming")
+                    elif isinstance(event, ProducerLeft):
+                        self._state("waiting")
+                    elif isinstance(event, ConfigChanged):
+                        if event.config.kind is Kind.VIDEO:
+                            if event.config.codec is not Codec.H264:
+                                raise PushError(f"{self.source} changed to {event.config.codec.value}")
+                            avc = parse_avc_config(event.config.data)
+                            self._prefix = keyframe_prefix(avc.sps, avc.pps)
+                        elif audio is not None and event.config.codec is Codec.AAC:
+                            post(feed.configure, event.config.data)
+                    elif isinstance(event, PacketReceived):
+                        packet = event.packet
+                        now = trio.current_time()
+                        if packet.kind is Kind.VIDEO:
+                            data = self._prefix + packet.annexb() if packet.keyframe else packet.annexb()
+                            out = av.Packet(data)
+                            out.pts = packet.pts_ms * 90
+                            out.time_base = Fraction(1, 90000)
+                            self._last_pts_ms = packet.pts_ms
+                            post(video.push, out, packet.keyframe)
+                            self._frames.add(now, 1)
+                        elif audio is not None and packet.codec is Codec.AAC:
+                            post(feed.feed, packet.payload, packet.pts_ms)
+                        else:
+                            continue
+                        self._bytes.add(now, len(packet.payload))
+                        self.stats.bytes_out += len(packet.payload)
+                        self.stats.packets_out += 1
+                        self.stats.dropped = self._dropped_base + sub.stats().dropped
+        except BaseExceptionGroup as group:
+            ended, rest = group.split((PushError, SubscriberCutOffError))
+            if ended is None or rest is not None:
+                raise
+            first: BaseException = ended
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+
+    async def _watch_rtp(self, loop: AsyncioThread, pc: Any) -> None:
+        """Every `STATS_EVERY_S`: the outbound-rtp figures for `describe`; and the end of the attempt
+        when the endpoint sends no RTCP receiver report for `SILENT_S` while media goes out. A vanished
+        endpoint is otherwise noticed only by ICE consent checks, after about 30 s (aioice: 6 x 5 s)."""
+        sent_before = 0
+        expecting_since: float | None = None  # media has gone out without a pause since then
+        at_before: float | None = None
+        bytes_before = 0
+        while True:
+            await trio.sleep(STATS_EVERY_S)
+            with trio.move_on_after(STATS_EVERY_S):  # a loop thread too busy to answer: next time
+                figures = await loop.run(_rtp_figures(pc))
+                now = trio.current_time()
+                bitrate = 0
+                if at_before is not None and now > at_before:
+                    bitrate = round((figures["bytes_sent"] - bytes_before) * 8 / (now - at_before))
+                at_before, bytes_before = now, figures["bytes_sent"]
+                rtt = figures["rtt_s"]
+                self.rtp = {
+                    "bitrate_bps": bitrate,
+                    "bytes_sent": figures["bytes_sent"],
+                    "packets_sent": figures["packets_sent"],
+                    "packets_lost": figures["packets_lost"],
+                    "rtt_ms": None if rtt is None else round(rtt * 1000),
+                    "candidate_pair": figures["candidate_pair"],
+                }
+                sending = figures["packets_sent"] > sent_before
+                sent_before = figures["packets_sent"]
+                if not sending:  # the source paused: an endpoint owes no reports about nothing
+                    expecting_since = None
+                    continue
+                if expecting_since is None:
+                    expecting_since = now
+                age = figures["report_age_s"]
+                heard = expecting_since if age is None else max(expecting_since, now - age)
+                if now - heard > SILENT_S:
+                    raise PushError(f"the endpoint sent no RTCP receiver report for {now - heard:.0f} s")
 
     def _on_keyframe_request(self, loop: AsyncioThread, video: PassthroughTrack) -> None:
         now = trio.current_time()
