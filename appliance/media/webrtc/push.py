@@ -143,6 +143,30 @@ def _request(
     raise PushError(f"more than {_MAX_REDIRECTS} redirects")
 
 
+@dataclass
+class _Silence:
+    """How long the endpoint has sent no RTCP receiver report while media went out. Pure: the figures
+    and the time come in. A pause of the source (nothing sent) restarts the count: an endpoint owes no
+    reports about nothing."""
+
+    packets_before: int = 0
+    expecting_since: float | None = None  # media has gone out without a pause since then
+
+    def update(self, now: float, packets_sent: int, report_age_s: float | None) -> float:
+        """Seconds of silence as of `now`, given the packets sent so far and the age of the newest
+        receiver report (None before the first)."""
+        sending = packets_sent > self.packets_before
+        self.packets_before = packets_sent
+        if not sending:
+            self.expecting_since = None
+            return 0.0
+        if self.expecting_since is None:
+            self.expecting_since = now
+        if report_age_s is None:
+            return now - self.expecting_since
+        return now - max(self.expecting_since, now - report_age_s)
+
+
 def _why(reply: _Reply) -> str:
     """The endpoint's refusal in a line: its problem detail or title when it sent one."""
     text = ""
@@ -483,8 +507,7 @@ class WhipPush(PushBase):
         """Every `STATS_EVERY_S`: the outbound-rtp figures for `describe`; and the end of the attempt
         when the endpoint sends no RTCP receiver report for `SILENT_S` while media goes out. A vanished
         endpoint is otherwise noticed only by ICE consent checks, after about 30 s (aioice: 6 x 5 s)."""
-        sent_before = 0
-        expecting_since: float | None = None  # media has gone out without a pause since then
+        silence = _Silence()
         at_before: float | None = None
         bytes_before = 0
         while True:
@@ -505,17 +528,9 @@ class WhipPush(PushBase):
                     "rtt_ms": None if rtt is None else round(rtt * 1000),
                     "candidate_pair": figures["candidate_pair"],
                 }
-                sending = figures["packets_sent"] > sent_before
-                sent_before = figures["packets_sent"]
-                if not sending:  # the source paused: an endpoint owes no reports about nothing
-                    expecting_since = None
-                    continue
-                if expecting_since is None:
-                    expecting_since = now
-                age = figures["report_age_s"]
-                heard = expecting_since if age is None else max(expecting_since, now - age)
-                if now - heard > SILENT_S:
-                    raise PushError(f"the endpoint sent no RTCP receiver report for {now - heard:.0f} s")
+                silent = silence.update(now, figures["packets_sent"], figures["report_age_s"])
+                if silent > SILENT_S:
+                    raise PushError(f"the endpoint sent no RTCP receiver report for {silent:.0f} s")
 
     def _on_keyframe_request(self, loop: AsyncioThread, video: PassthroughTrack) -> None:
         now = trio.current_time()
