@@ -10,14 +10,18 @@ only relay + egress. For N in 0, 1, 5, 20:
   ICE on 127.0.0.1 only. Every viewer's frame rate over the window is reported (min over viewers).
 - RTMP: N ``ffmpeg -i rtmp://... -c copy -f null -`` players.
 
-Appliance CPU is read from /proc/PID/stat over the window after a warm-up; per viewer = (cpu_N - cpu_0)/N.
+Appliance CPU is read from /proc/PID/stat over the window after a warm-up; per viewer = (cpu_N - cpu_0)/N,
+with cpu_0 a 0-viewer window read right before that protocol's series.
+After each WHEP step the viewers hang up and the bench waits for the appliance's /metrics to show no
+viewer, no open peer connection and no loop task before the next step (what stays open is reported as
+a leak).
 Target: 20 WHEP viewers on one core of this machine (appliance CPU <= 100 % of a core) with every viewer at
 full frame rate (>= 29 fps). Then the median time from the WHEP offer to the first decoded frame in headless
 Chromium (5 runs), and an RTMP player's time to its first frame (ffmpeg -frames:v 1) for comparison.
 
 Prints a markdown table and writes bench/results/webrtc-<UTC>.md. A missed target is a finding (exit 0).
 
-  .venv/bin/python bench/webrtc.py [--seconds 15] [--warmup 5] [--viewers 1,5,20]
+  .venv/bin/python bench/webrtc.py [--seconds 20] [--warmup 5] [--viewers 1,5,20] [--runs 5]
 """
 
 from __future__ import annotations
@@ -112,6 +116,37 @@ class Appliance:
         self.proc.wait(20)
 
 
+def metric(app: Appliance, name: str) -> float | None:
+    with urllib.request.urlopen(app.base + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+GAUGES = ("viewers", "peer_connections_open", "loop_tasks")
+
+
+def gauges(app: Appliance) -> dict[str, float | None]:
+    """The WebRTC leak gauges of /metrics (None: not there)."""
+    return {n: metric(app, f"appliance_webrtc_{n}") for n in GAUGES}
+
+
+def drained(app: Appliance, idle: dict[str, float | None], patience_s: float = 20) -> dict[str, str]:
+    """Wait for the gauges to fall back to their `idle` levels (read before any viewer came: the
+    loop_tasks gauge counts the task that reads it); what stays above after `patience_s` is returned."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        now = gauges(app)
+        above = {}
+        for k, v in now.items():
+            if v is None or idle[k] is None or v > (idle[k] or 0):
+                above[k] = f"{v} (idle {idle[k]})"
+        if not above or time.monotonic() > deadline:
+            return above
+        time.sleep(0.2)
+
+
 def window_cpu(pid: int, seconds: float) -> float:
     """% of one core over `seconds`."""
     before = cpu_s(pid)
@@ -119,7 +154,9 @@ def window_cpu(pid: int, seconds: float) -> float:
     return 100 * (cpu_s(pid) - before) / seconds
 
 
-def measure_whep(app: Appliance, n: int, a: argparse.Namespace) -> dict[str, object]:
+def measure_whep(
+    app: Appliance, n: int, a: argparse.Namespace, idle: dict[str, float | None]
+) -> dict[str, object]:
     opts = {"url": app.base + "/whep/live/bench", "viewers": n, "warmup": a.warmup, "seconds": a.seconds}
     client = subprocess.Popen([PY, str(VIEWERS), json.dumps(opts)], stdout=subprocess.PIPE, text=True)
     assert client.stdout is not None
@@ -135,6 +172,8 @@ def measure_whep(app: Appliance, n: int, a: argparse.Namespace) -> dict[str, obj
     client.wait(60)
     fps = done.get("fps") or [0.0]
     return {
+        "leftover": drained(app, idle),
+        "min_audio_pps": min(done.get("audio_pps") or [0.0]),
         "cpu": cpu,
         "client_cpu": client_cpu,
         "min_fps": min(fps),
@@ -194,7 +233,7 @@ def chromium_first_frame(app: Appliance, runs: int) -> dict[str, float] | str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--viewers", default="1,5,20")
     p.add_argument("--runs", type=int, default=5)
@@ -211,8 +250,11 @@ def main() -> int:
         )  # fmt: skip
         try:
             time.sleep(3)
-            base = {"cpu": window_cpu(app.proc.pid, a.seconds)}
-            whep = {n: measure_whep(app, n, a) for n in counts}
+            # A 0-viewer window right before each series: the idle level drifts by a point or so.
+            base = {"whep": window_cpu(app.proc.pid, a.seconds)}
+            idle = gauges(app)
+            whep = {n: measure_whep(app, n, a, idle) for n in counts}
+            base["rtmp"] = window_cpu(app.proc.pid, a.seconds)
             rtmp = {n: measure_rtmp(app, n, a) for n in counts}
             chromium = chromium_first_frame(app, a.runs)
             rtmp_ff = rtmp_first_frame_ms(app, a.runs)
@@ -221,45 +263,61 @@ def main() -> int:
             publisher.wait(10)
             app.stop()
     rows = [
-        "| viewers | WHEP: appliance CPU % | per viewer % | min / median fps | RTMP: appliance CPU % | per subscriber % "
-        "| WHEP/RTMP per viewer | viewer process CPU % |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| 0 | {base['cpu']:.1f} | | | {base['cpu']:.1f} | | | |",
+        "| viewers | WHEP: appliance CPU % | per viewer % | video fps min / median | audio packets/s min "
+        "| RTMP: appliance CPU % | per subscriber % | WHEP/RTMP per viewer | viewer process CPU % |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| 0 | {base['whep']:.1f} | | | | {base['rtmp']:.1f} | | | |",
     ]
     for n in counts:
         w, r = whep[n], rtmp[n]
-        pw = (float(w["cpu"]) - base["cpu"]) / n  # type: ignore[arg-type]
-        pr = (float(r["cpu"]) - base["cpu"]) / n  # type: ignore[arg-type]
+        pw = (float(w["cpu"]) - base["whep"]) / n  # type: ignore[arg-type]
+        pr = (float(r["cpu"]) - base["rtmp"]) / n  # type: ignore[arg-type]
         ratio = f"{pw / pr:.1f}x" if pr > 0.05 else "n/a (RTMP cost below noise)"
         rows.append(
-            f"| {n} | {w['cpu']:.1f} | {pw:.2f} | {w['min_fps']:.1f} / {w['median_fps']:.1f} | {r['cpu']:.1f} | "
-            f"{pr:.2f} | {ratio} | {w['client_cpu']:.1f} |"
+            f"| {n} | {w['cpu']:.1f} | {pw:.2f} | {w['min_fps']:.1f} / {w['median_fps']:.1f} "
+            f"| {w['min_audio_pps']:.1f} | {r['cpu']:.1f} | {pr:.2f} | {ratio} | {w['client_cpu']:.1f} |"
         )
     top = max(counts)
     hit = float(whep[top]["cpu"]) <= 100 and float(whep[top]["min_fps"]) >= FPS - 1  # type: ignore[arg-type]
     lines = [
         f"# WebRTC benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. Stream: "
-        "720p30 H.264 3 Mbit/s (baseline, no B-frames, 2 s GOP) + AAC 128k, published over RTMP with -c copy; "
-        f"window {a.seconds:g} s after {a.warmup:g} s warm-up. WHEP viewers count frames without decoding, in one "
-        "aiortc process that shares the 2 cores with the appliance.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. "
+        "Stream: 720p30 H.264 3 Mbit/s (baseline, no B-frames, 2 s GOP) + AAC 128k, published over RTMP "
+        f"with -c copy; window {a.seconds:g} s after {a.warmup:g} s warm-up. WHEP viewers count frames "
+        f"without decoding, in one aiortc process that shares the {os.cpu_count()} cores with the appliance. "
+        "CPU % is of one core.",
         "",
         *rows,
         "",
         f"Every WHEP pair on 127.0.0.1: {all(bool(whep[n]['loopback']) for n in counts)}. Median WHEP answer "
         f"time (POST -> 201) at {top} viewers: {float(whep[top]['answer_ms']):.0f} ms.",  # type: ignore[arg-type]
         "",
+        "Above the idle level after the viewers hung up (viewers, open peer connections, asyncio tasks on "
+        "the WebRTC loop; waited up to 20 s; anything but none is a leak): "
+        + "; ".join(f"{n} viewers: {whep[n]['leftover'] or 'none'}" for n in counts)
+        + ".",
+        "",
         f"Target: {top} WHEP viewers on one core at full frame rate: {'MET' if hit else 'MISSED'} "
         f"(appliance {float(whep[top]['cpu']):.0f} % of a core, slowest viewer "  # type: ignore[arg-type]
         f"{float(whep[top]['min_fps']):.1f} fps).",  # type: ignore[arg-type]
         "",
     ]
+    if len(counts) > 1:
+        # The first viewer also starts what a stream's viewers share (the AAC -> Opus feed, the av.Packet
+        # packet made once per access unit): the slope between the two largest counts is one more viewer.
+        lo, hi = sorted(counts)[-2:]
+        slope_w = (float(whep[hi]["cpu"]) - float(whep[lo]["cpu"])) / (hi - lo)  # type: ignore[arg-type]
+        slope_r = (float(rtmp[hi]["cpu"]) - float(rtmp[lo]["cpu"])) / (hi - lo)  # type: ignore[arg-type]
+        lines[-1:-1] = [
+            f"One more viewer between {lo} and {hi}: WHEP {slope_w:.2f} % of a core, RTMP {slope_r:.2f} %.",
+            "",
+        ]
     if isinstance(chromium, dict):
         lines.append(
             f"Time to first frame, median of {a.runs}: Chromium over WHEP {chromium['total']:.0f} ms from "
-            f"createOffer ({chromium['from_post']:.0f} ms from the POST; the answer took {chromium['answer']:.0f} "
-            f"ms); an RTMP player (ffmpeg, connect to first frame) {rtmp_ff:.0f} ms."
+            f"createOffer ({chromium['from_post']:.0f} ms from the POST; the answer took "
+            f"{chromium['answer']:.0f} ms); an RTMP player (ffmpeg, connect to first frame) {rtmp_ff:.0f} ms."
         )
     else:
         lines.append(f"Chromium time to first frame: {chromium}. RTMP player: {rtmp_ff:.0f} ms.")

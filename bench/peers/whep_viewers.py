@@ -12,7 +12,7 @@ and `seconds`, {"event": "done", "fps": [per viewer video frames/s over the wind
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # noqa: TID251 (an aiortc peer in a process of its own, like tests/aiortc_peer/)
 import json
 import queue
 import sys
@@ -45,11 +45,15 @@ class Tap:
 
 
 def loopback_only(sdp: str) -> str:
-    keep = [ln for ln in sdp.splitlines() if not (ln.startswith("a=candidate:") and ln.split()[4] != "127.0.0.1")]
+    keep = [
+        ln for ln in sdp.splitlines() if not (ln.startswith("a=candidate:") and ln.split()[4] != "127.0.0.1")
+    ]
     return "\r\n".join(keep) + "\r\n"
 
 
-def http(method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str, url: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
@@ -60,11 +64,13 @@ async def viewer(url: str) -> tuple[RTCPeerConnection, Tap, Tap, str, float]:
     taps = {"video": Tap(), "audio": Tap()}
     for kind in ("video", "audio"):
         t = pc.addTransceiver(kind, direction="recvonly")
-        setattr(t.receiver, "_RTCRtpReceiver__decoder_queue", taps[kind])
+        # RTCRtpReceiver's private queue (aiortc 1.16): whole frames arrive there after the jitter buffer.
+        t.receiver._RTCRtpReceiver__decoder_queue = taps[kind]
     await pc.setLocalDescription(await pc.createOffer())
+    offer = loopback_only(pc.localDescription.sdp).encode()
     t0 = time.monotonic()
     status, headers, body = await asyncio.to_thread(
-        http, "POST", url, loopback_only(pc.localDescription.sdp).encode(), {"Content-Type": "application/sdp"}
+        http, "POST", url, offer, {"Content-Type": "application/sdp"}
     )
     answered = time.monotonic() - t0
     assert status == 201, status
