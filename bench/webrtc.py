@@ -310,8 +310,8 @@ def main() -> int:
         slope_w = (float(whep[hi]["cpu"]) - float(whep[lo]["cpu"])) / (hi - lo)  # type: ignore[arg-type]
         slope_r = (float(rtmp[hi]["cpu"]) - float(rtmp[lo]["cpu"])) / (hi - lo)  # type: ignore[arg-type]
         lines[-1:-1] = [
-            f"One more viewer between {lo} and {hi}: WHEP {slope_w:.2f} % of a core, RTMP {slope_r:.2f} %.",
             "",
+            f"One more viewer between {lo} and {hi}: WHEP {slope_w:.2f} % of a core, RTMP {slope_r:.2f} %.",
         ]
     if isinstance(chromium, dict):
         lines.append(
