@@ -3,7 +3,11 @@
 The browser test runs ``tests/browser/status_page.mjs`` (playwright-core driving Debian's Chromium as
 root with ``--no-sandbox`` and background networking off) against an appliance with the small synthetic
 camera: the page must list ``live/cam`` at 320x240, show a restart of ``capture`` made through the API
-while the page stays open (no reload), then log in and restart it again with the page's own button.
+while the page stays open (no reload), then log in and restart it again with the page's own button,
+then play ``live/cam`` and a second stream (ffmpeg over RTMP) as live previews side by side (the /watch
+WHEP player framed in each card; ICE on 127.0.0.1), stop one by its button and the rest by hiding the
+page, and check that the viewers the appliance lists come and go with them. With WebRTC off, the Live
+button is disabled and says why.
 The script's JSON answers are asserted on here; its screenshot lands in the test's tmp_path (path
 printed). Chromium, Node.js and the npm packages come from scripts/install-test-deps; missing, they
 fail the test under APPLIANCE_REQUIRE_PEERS=1.
@@ -26,7 +30,7 @@ import pytest
 
 from appliance.web.auth import hash_password
 from tests.harness import ApplianceProcess, http_get
-from tests.integration.rtmp_peers import running_camera
+from tests.integration.rtmp_peers import ffmpeg_publisher, killing, running_camera, start
 from tests.peers import BROWSER_DIR, require_browser_scripts, require_command
 
 PASSWORD = "page test pass"
@@ -168,45 +172,58 @@ class Browser:
                 stream.close()
 
 
+def wait_for_video(base: str, stream: str) -> None:
+    """Until ``stream`` is on the Bus with its video config (before the page can show or play it)."""
+    deadline = time.monotonic() + 30
+    while (http_get(f"{base}/api/streams/{stream}")[1] or {}).get("video") is None:
+        assert time.monotonic() < deadline, f"{stream} never showed its video"
+        time.sleep(0.1)
+
+
 def test_page_in_headless_chromium(appliance: tuple[ApplianceProcess, str], tmp_path: Path) -> None:
     chromium = require_command("chromium")
     require_browser_scripts()
     app, base = appliance
-    # The camera's stream must be on the Bus with its video config before the page can show it.
-    deadline = time.monotonic() + 30
-    while (http_get(base + "/api/streams/live/cam")[1] or {}).get("video") is None:
-        assert time.monotonic() < deadline, "the camera's stream never showed its video"
-        time.sleep(0.1)
+    wait_for_video(base, "live/cam")
+    # A second stream (ffmpeg over RTMP) so that two live previews play at once. Main profile without
+    # B-frames: Debian's Chromium offers no High profile H.264, and WHEP passes the stream's own through.
+    main_profile = ("-profile:v", "main")
+    two = ffmpeg_publisher(app.rtmp_url("live/two"), 120, bframes=0, size="320x180", extra=main_profile)
+    publisher = start(two, tmp_path / "ffmpeg.log")
     screenshot = tmp_path / "status-page.png"
+    live_screenshot = tmp_path / "status-page-live.png"
     browser = Browser(
         {
             "url": base + "/",
             "stream": "live/cam",
             "child": "capture",
             "screenshot": str(screenshot),
+            "live_screenshot": str(live_screenshot),
             "password": PASSWORD,
             "chromium": chromium,
             "recording": True,
-            "live": True,
+            "live": ["live/cam", "live/two"],
         }
     )
-    try:
-        ready = browser.next()
-        assert ready["event"] == "ready" and ready["resolution"] == "320x240"
-        # Restart the camera through the API while the page is open; the page must show it live.
-        req = urllib.request.Request(
-            base + "/api/children/capture/restart",
-            method="POST",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            assert resp.status == 200
-            assert json.load(resp)["state"]["manual_restarts"] == ready["manual_restarts"] + 1
-        done = browser.next()
-        assert browser.proc.wait(60) == 0
-    finally:
-        browser.close()
-    print(f"status page screenshot: {screenshot}")
+    with killing(publisher):
+        try:
+            wait_for_video(base, "live/two")
+            ready = browser.next()
+            assert ready["event"] == "ready" and ready["resolution"] == "320x240"
+            # Restart the camera through the API while the page is open; the page must show it live.
+            req = urllib.request.Request(
+                base + "/api/children/capture/restart",
+                method="POST",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                assert resp.status == 200
+                assert json.load(resp)["state"]["manual_restarts"] == ready["manual_restarts"] + 1
+            done = browser.next()
+            assert browser.proc.wait(60) == 0
+        finally:
+            browser.close()
+    print(f"status page screenshots: {screenshot} {live_screenshot}")
     assert done["event"] == "done"
     assert "live/cam" in done["streams"] and done["resolution"] == "320x240"
     assert done["fps"] == "15 fps" and done["codec"].startswith("h264")
@@ -221,9 +238,74 @@ def test_page_in_headless_chromium(appliance: tuple[ApplianceProcess, str], tmp_
     assert done["preview_loaded"] is True
     assert done["recordings"] and all(f.startswith("live/cam/") for f in done["recordings"])
     assert done["video"] == {"width": 320, "height": 240}
-    live = done["live"]
-    assert live["playing"] == {"width": 320, "height": 240} and live["pair"] == ["127.0.0.1", "127.0.0.1"]
-    assert live["subscribers_while_live"] == 1 and live["subscribers_after_stop"] == 0 and live["iframe_gone"]
     assert done["console_errors"] == [] and done["page_errors"] == []
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert live_screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     app.event("web.restart_requested", child="capture")
+
+    live = done["live"]
+    # Both previews played at once: frames decoded while time advanced, over a loopback candidate pair.
+    sizes = {"live/cam": (320, 240), "live/two": (320, 180)}
+    for name, (width, height) in sizes.items():
+        started = live["started"][name]
+        assert started["button"]["pressed"] == "true" and started["button"]["text"] == "Stop live"
+        assert (started.get("width"), started.get("height")) == (width, height), started
+        assert started["frames"] >= 15 and started["advanced"] is True
+        assert started["pair"] == ["127.0.0.1", "127.0.0.1"]
+    assert live["subscribers_while_live"] == {"live/cam": 1, "live/two": 1}
+    # Stop on live/cam: its frame and its viewer went; live/two still played.
+    stopped = live["after_stop"]
+    assert stopped["iframe_gone"] is True
+    assert stopped["button"]["pressed"] == "false" and stopped["button"]["text"] == "Live"
+    assert stopped["subscribers"] == {"live/cam": 0, "live/two": 1}
+    assert stopped["others_playing"] == {"live/two": 320}
+    # The page hidden: both stopped, and stayed stopped when it was shown again.
+    hidden = live["hidden"]
+    assert hidden["subscribers_before"] == {"live/cam": 1, "live/two": 1}
+    assert hidden["frames"] == 0 and hidden["frames_after_shown"] == 0
+    assert hidden["subscribers"] == {"live/cam": 0, "live/two": 0}
+    assert all(b["pressed"] == "false" for b in hidden["buttons"].values())
+    # Removing a frame made its player DELETE its session (pagehide): one DELETE per session, each to the
+    # URL the 201 gave. Chromium also closes the frame's peer connection as the frame goes (DTLS
+    # close_notify), which usually reaches the appliance first; so the viewer ends "closed" or "deleted",
+    # never by ICE giving up, and the three sessions (live/cam twice, live/two once) all ended.
+    assert len(live["sessions"]) == 3 and sorted(live["deletes"]) == sorted(live["sessions"])
+    added = [d for d in app.lines if d.get("event") == "webrtc.viewer_added"]
+    removed = [d for d in app.lines if d.get("event") == "webrtc.viewer_removed"]
+    assert sorted(d["stream"] for d in added) == ["live/cam", "live/cam", "live/two"]
+    assert sorted(d["viewer"] for d in removed) == sorted(d["viewer"] for d in added)
+    assert {d["why"] for d in removed} <= {"deleted", "closed"}, removed
+
+
+def test_live_button_says_why_when_webrtc_is_off(tmp_path: Path) -> None:
+    """With ``webrtc.enabled = false`` the Live button is disabled, its title the reason /api/status gives."""
+    chromium = require_command("chromium")
+    require_browser_scripts()
+    with running_camera(tmp_path, "[webrtc]\nenabled = false\n") as (_app, base):
+        reason = http_get(base + "/api/status")[1]["webrtc"]
+        assert reason == {"state": "off", "reason": "disabled: webrtc.enabled = false"}
+        wait_for_video(base, "live/cam")
+        browser = Browser(
+            {
+                "url": base + "/",
+                "stream": "live/cam",
+                "child": "capture",
+                "chromium": chromium,
+                "screenshot": str(tmp_path / "status-page-webrtc-off.png"),
+                "live_off": True,
+            }
+        )
+        try:
+            done = browser.next()
+            assert browser.proc.wait(60) == 0
+        finally:
+            browser.close()
+    assert done["event"] == "done" and done["resolution"] == "320x240"
+    assert done["button"] == {
+        "text": "Live",
+        "pressed": "false",
+        "disabled": True,
+        "title": "WebRTC is off: disabled: webrtc.enabled = false",
+    }
+    assert done["frames"] == 0  # clicking it did nothing
+    assert done["console_errors"] == [] and done["page_errors"] == []

@@ -269,7 +269,7 @@ function toggleLive(name) {
   const c = state.cards.get(name);
   if (!c) return;
   if (c.player) { stopLive(c); return; }
-  c.player = el("iframe", { src: `watch/${pathUrl(name)}?embed`, title: `live ${name}`, allow: "autoplay" });
+  c.player = el("iframe", { src: `watch/${pathUrl(name)}?embed`, title: `live ${name}`, allow: "autoplay; fullscreen" });
   c.preview.append(c.player);
   c.preview.classList.add("playing");
   c.live.setAttribute("aria-pressed", "true");
